@@ -1,0 +1,29 @@
+# `make test` and (once the local stack exists) `make dev` are the two
+# commands a fresh clone needs; both set up the virtual environment first.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTHON ?=
+
+.PHONY: venv test lint unit integration clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt scripts/bootstrap scripts/find-python
+	PYTHON="$(PYTHON)" VENV="$(VENV)" scripts/bootstrap
+
+venv: $(VENV)/.installed
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+test: lint
+	$(PY) -m pytest
+
+unit: venv
+	$(PY) -m pytest tests/unit
+
+integration: venv
+	$(PY) -m pytest tests/integration
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

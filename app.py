@@ -1,0 +1,167 @@
+"""Chalice wiring: handlers, their registration by mode, routes, singletons.
+
+Registration depends on settings read at import (Chalice needs the bucket and
+queue names when it packages the app):
+  * direct mode (no ``EVENTS_QUEUE``): ``handle_object_created`` and
+    ``handle_object_removed`` receive the bucket's S3 events;
+  * SQS mode: ``handle_queued_events`` consumes ``EVENTS_QUEUE`` and the
+    direct handlers stay unregistered, so no upload is processed twice.
+A bare ``import app`` never fails on a missing setting; the Chalice CLI does
+(``chalice deploy/package/local``), with the list of what is missing.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from chalice import (
+    BadRequestError,
+    Chalice,
+    CORSConfig,
+    IAMAuthorizer,
+    NotFoundError,
+)
+from chalice.app import S3Event, SQSEvent
+
+from chalicelib import api, events, settings
+
+app = Chalice(app_name="image-pipeline")
+app.log.setLevel(logging.INFO)
+logging.getLogger("image_pipeline").setLevel(logging.INFO)
+
+
+def _startup_settings() -> settings.Settings | None:
+    try:
+        return settings.load()
+    except settings.SettingsError:
+        if os.environ.get("AWS_CHALICE_CLI_MODE") == "true":
+            raise
+        return None  # reported when a handler first needs the settings
+
+
+SETTINGS = _startup_settings()
+
+
+@functools.cache
+def _pipeline() -> Any:
+    from chalicelib.factory import build_pipeline
+
+    return build_pipeline(settings.load())
+
+
+@functools.cache
+def _api() -> api.ImagesApi:
+    from chalicelib.factory import build_api
+
+    return build_api(settings.load())
+
+
+# -- S3 and SQS events ----------------------------------------------------------
+def _handle_s3(event: S3Event) -> list[str]:
+    # S3Event.key is decoded already; parse the raw record so keys are decoded once.
+    return [_pipeline().handle(e).value for e in events.parse_notification(event.to_dict())]
+
+
+def handle_object_created(event: S3Event) -> list[str]:
+    return _handle_s3(event)
+
+
+def handle_object_removed(event: S3Event) -> list[str]:
+    return _handle_s3(event)
+
+
+def handle_queued_events(event: SQSEvent) -> list[str]:
+    outcomes: list[str] = []
+    for message in event:
+        try:
+            parsed = events.parse_body(message.body)
+        except events.MalformedEvent as exc:
+            # No retry can fix it: log and drop it rather than fail the batch.
+            app.log.error("dropped SQS message %s: %s", message.receipt_handle[:16], exc)
+            outcomes.append("ignored")
+            continue
+        outcomes.extend(_pipeline().handle(e).value for e in parsed)
+    return outcomes
+
+
+if SETTINGS is not None and not SETTINGS.sqs_mode:
+    handle_object_created = app.on_s3_event(
+        bucket=SETTINGS.source_bucket, events=["s3:ObjectCreated:*"]
+    )(handle_object_created)
+    handle_object_removed = app.on_s3_event(
+        bucket=SETTINGS.source_bucket, events=["s3:ObjectRemoved:*"]
+    )(handle_object_removed)
+elif SETTINGS is not None:
+    handle_queued_events = app.on_sqs_message(queue=SETTINGS.events_queue, batch_size=10)(
+        handle_queued_events
+    )
+
+
+@app.lambda_function(name="extract_metadata")
+def extract_metadata(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Metadata of one object: ``{"bucket", "key", "etag"?}`` -> the metadata dict."""
+    from chalicelib.factory import s3_client
+    from chalicelib.imaging import ImageRejected, read_metadata
+    from chalicelib.storage import ObjectGone, S3Storage
+
+    s = settings.load()
+    try:
+        source = S3Storage(s3_client()).read(
+            event["bucket"], event["key"], etag=event.get("etag"), max_bytes=s.max_source_bytes
+        )
+        fmt, width, height, metadata = read_metadata(source.data, s.max_source_pixels)
+    except (ImageRejected, ObjectGone) as exc:
+        return {"error": str(exc) or "object is gone or changed"}
+    return {"format": fmt, "width": width, "height": height, "metadata": metadata}
+
+
+# -- REST -----------------------------------------------------------------------
+def _route_options() -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    auth = os.environ.get("API_AUTH", "none").lower()
+    if auth == "iam":
+        options["authorizer"] = IAMAuthorizer()
+    elif auth == "api_key":
+        options["api_key_required"] = True
+    origin = os.environ.get("CORS_ORIGIN")
+    if origin:
+        options["cors"] = CORSConfig(allow_origin=origin, max_age=600)
+    return options
+
+
+_ROUTE = _route_options()
+
+
+def _rest(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    try:
+        return call()
+    except api.BadRequest as exc:
+        raise BadRequestError(str(exc)) from None
+    except api.NotFound as exc:
+        raise NotFoundError(str(exc)) from None
+
+
+def _query() -> dict[str, str]:
+    request = app.current_request
+    return dict(request.query_params or {}) if request is not None else {}
+
+
+@app.route("/images", methods=["GET"], **_ROUTE)
+def list_images() -> dict[str, Any]:
+    params = _query()
+    return _rest(lambda: _api().list_images(params))
+
+
+@app.route("/images/{image_id}", methods=["GET"], **_ROUTE)
+def get_image(image_id: str) -> dict[str, Any]:
+    return _rest(lambda: _api().get_image(image_id))
+
+
+@app.route("/folders", methods=["GET"], **_ROUTE)
+def list_folders() -> dict[str, Any]:
+    params = _query()
+    return _rest(lambda: _api().list_folders(params))

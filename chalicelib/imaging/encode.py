@@ -1,0 +1,54 @@
+"""Encoding renditions: JPEG, PNG or WebP, with the ICC profile and chosen EXIF."""
+
+from __future__ import annotations
+
+from io import BytesIO
+from typing import Any
+
+from PIL import Image
+
+from .modes import icc_fits
+
+PNG_COMPRESS_LEVEL = 6
+WEBP_METHOD = 4
+
+
+def encode(
+    img: Image.Image, fmt: str, quality: int, icc: bytes | None, exif: bytes | None
+) -> bytes:
+    """``img`` written as ``fmt``.
+
+    Every keyword is explicit: Pillow would otherwise fall back to what
+    ``img.info`` holds (the source's EXIF with GPS, say).
+    """
+    img = _for_format(img, fmt)
+    params: dict[str, Any] = {}
+    if fmt == "JPEG":
+        params.update(quality=quality, optimize=False)
+    elif fmt == "PNG":
+        params.update(compress_level=PNG_COMPRESS_LEVEL, optimize=False)
+    else:
+        params.update(quality=quality, method=WEBP_METHOD)
+    if icc and icc_fits(icc, img.mode):
+        params["icc_profile"] = icc
+    if exif:
+        params["exif"] = exif
+    buffer = BytesIO()
+    img.save(buffer, fmt, **params)
+    return buffer.getvalue()
+
+
+def _for_format(img: Image.Image, fmt: str) -> Image.Image:
+    if fmt == "JPEG" and img.mode in ("LA", "RGBA"):
+        return flatten(img)
+    if fmt == "WEBP" and img.mode in ("L", "LA"):
+        return img.convert("RGBA" if img.mode == "LA" else "RGB")
+    return img
+
+
+def flatten(img: Image.Image) -> Image.Image:
+    """Composite an LA / RGBA image onto white (transparent never turns black)."""
+    mode = img.mode[:-1]
+    background = Image.new(mode, img.size, "white")
+    background.paste(img, mask=img.getchannel("A"))
+    return background

@@ -1,0 +1,440 @@
+"""Orchestration: one ``ObjectEvent`` in, renditions, a record and a
+notification out, following DESIGN.md's delivery rules.
+
+Permanent problems with a file become a ``failed`` record and ``handle``
+returns normally; anything else (S3, DynamoDB, SNS faults) propagates so that
+Lambda or SQS retries the event, which the rules make harmless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import enum
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from chalicelib import keys
+from chalicelib.delivery import Decision, decide
+from chalicelib.imaging import ImageRejected, ImagingOptions, ProcessedImage, process_image
+from chalicelib.models import EventKind, Folder, ImageRecord, ObjectEvent, Rendition, Status
+from chalicelib.notify import Notifier, NullNotifier
+from chalicelib.repositories.base import Conflict, Repository, StoredImage, Tombstone
+from chalicelib.settings import Settings
+from chalicelib.storage import ObjectGone, S3Storage, TooLarge, iso
+
+log = logging.getLogger("image_pipeline")
+
+# Compare-and-swap retries before giving up and letting Lambda retry later.
+_MAX_ATTEMPTS = 5
+
+Processor = Callable[[bytes, ImagingOptions], ProcessedImage]
+
+
+class Stopwatch:
+    """Milliseconds spent per phase of one event (get, process, put, record)."""
+
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = (time.perf_counter() - start) * 1000
+            self.ms[name] = round(self.ms.get(name, 0.0) + elapsed, 2)
+
+
+# The current event's stopwatch; a context variable keeps threads that share a
+# pipeline (a backfill's worker pool) apart.
+_watch: contextvars.ContextVar[Stopwatch] = contextvars.ContextVar("watch")
+
+
+def _phase(name: str) -> contextlib.AbstractContextManager[None]:
+    watch = _watch.get(None)
+    return watch.phase(name) if watch is not None else contextlib.nullcontext()
+
+
+Observer = Callable[[ObjectEvent, "Outcome", dict[str, float]], None]
+
+
+def log_outcome(event: ObjectEvent, outcome: Outcome, timings: dict[str, float]) -> None:
+    """One structured line per event handled."""
+    line = {"key": event.key, "event": event.event_name, "outcome": str(outcome), "ms": timings}
+    log.info(json.dumps(line, ensure_ascii=False))
+
+
+class Outcome(enum.StrEnum):
+    PROCESSED = "processed"
+    FAILED = "failed"
+    DELETED = "deleted"
+    FOLDER_CREATED = "folder_created"
+    FOLDER_DELETED = "folder_deleted"
+    IGNORED = "ignored"  # not for this pipeline: rendition, other suffix, other bucket
+    SUPERSEDED = "superseded"  # the object says otherwise: gone, changed, or still there
+    STALE = "stale"  # older than the stored state
+    DUPLICATE = "duplicate"  # already applied (unfinished work was finished)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class _Result:
+    """What processing one upload produced, before it is stored."""
+
+    record: ImageRecord
+    rendition_data: dict[str, bytes]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        storage: S3Storage,
+        repository: Repository,
+        notifier: Notifier | None = None,
+        processor: Processor = process_image,
+        clock: Callable[[], datetime] = utc_now,
+        observer: Observer = log_outcome,
+    ) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.repository = repository
+        self.notifier: Notifier = notifier or NullNotifier()
+        self.processor = processor
+        self.clock = clock
+        self.observer = observer
+        self.options = ImagingOptions(
+            renditions=settings.renditions,
+            output_format=settings.output_format,
+            jpeg_quality=settings.jpeg_quality,
+            strip_metadata=settings.strip_metadata,
+            max_pixels=settings.max_source_pixels,
+        )
+
+    # -- entry ----------------------------------------------------------------
+    def handle(self, event: ObjectEvent) -> Outcome:
+        watch = Stopwatch()
+        token = _watch.set(watch)
+        start = time.perf_counter()
+        try:
+            outcome = self._dispatch(event)
+        finally:
+            _watch.reset(token)
+        watch.ms["total"] = round((time.perf_counter() - start) * 1000, 2)
+        self.observer(event, outcome, watch.ms)
+        return outcome
+
+    def _dispatch(self, event: ObjectEvent) -> Outcome:
+        reason = self._ignore_reason(event)
+        if reason:
+            log.info("ignored s3://%s/%s: %s", event.bucket, event.key, reason)
+            return Outcome.IGNORED
+        if event.is_folder:
+            return self._folder(event)
+        if event.kind is EventKind.CREATED:
+            return self._created(event)
+        return self._removed(event)
+
+    def _ignore_reason(self, event: ObjectEvent) -> str | None:
+        s = self.settings
+        if event.bucket != s.source_bucket:
+            return f"not the source bucket {s.source_bucket}"
+        if event.key.startswith(s.rendition_prefix):
+            return f"under RENDITION_PREFIX {s.rendition_prefix}"
+        if not event.is_folder and not keys.has_suffix(event.key, s.image_suffixes):
+            return "suffix not in IMAGE_SUFFIXES"
+        return None
+
+    # -- uploads --------------------------------------------------------------
+    def _created(self, event: ObjectEvent) -> Outcome:
+        image_id = keys.image_id(event.bucket, event.key)
+        sequencer = keys.normalise_sequencer(event.sequencer)
+        result: _Result | None = None
+        for _ in range(_MAX_ATTEMPTS):
+            with _phase("record"):
+                stored = self.repository.load(image_id)
+            decision = decide(stored, EventKind.CREATED, sequencer, event.etag)
+            if decision is Decision.STALE:
+                log.info("stale created event for %s: stored state is newer", event.key)
+                return Outcome.STALE
+            if decision is Decision.DUPLICATE:
+                assert stored is not None
+                self._finish(stored)
+                return Outcome.DUPLICATE
+            if result is None:
+                result = self._produce(event, image_id, sequencer)
+                if result is None:
+                    return Outcome.SUPERSEDED
+            record = self._stamped(result.record, stored)
+            try:
+                with _phase("record"):
+                    version = self.repository.save(record, stored.version if stored else None)
+            except Conflict:
+                continue
+            if stored is not None and stored.live is not None:
+                self._delete_renditions(stored.live, keep=record)
+            self.repository.touch_folders(keys.ancestors(record.folder), record.updated_at)
+            event_name = f"image.{record.status}"
+            self._notify(image_id, version, record.pending_event, event_name, record)
+            return Outcome.PROCESSED if record.status is Status.PROCESSED else Outcome.FAILED
+        raise RuntimeError(f"gave up on {event.key} after {_MAX_ATTEMPTS} conflicting writes")
+
+    def _produce(self, event: ObjectEvent, image_id: str, sequencer: str) -> _Result | None:
+        """Read, process and write renditions; None if the object is gone or changed."""
+        s = self.settings
+        size, etag, uploaded_at = event.size, event.etag, _event_time(event.event_time)
+        if size is None or etag is None:
+            info = self.storage.head(event.bucket, event.key)
+            if info is None or (etag is not None and info.etag != etag):
+                return None
+            size, etag = info.size, info.etag
+            uploaded_at = uploaded_at or iso(info.last_modified)
+        base = self._base_record(event, image_id, sequencer, etag, size, uploaded_at)
+        if size > s.max_source_bytes:
+            return _Result(self._failed(base, str(TooLarge(size, s.max_source_bytes))), {})
+        try:
+            with _phase("get"):
+                source = self.storage.read(
+                    event.bucket, event.key, etag=etag, max_bytes=s.max_source_bytes
+                )
+        except ObjectGone:
+            log.info("superseded created event for %s: object gone or changed", event.key)
+            return None
+        except TooLarge as exc:
+            return _Result(self._failed(base, str(exc)), {})
+        base = base.with_(
+            etag=source.info.etag,
+            size_bytes=source.info.size,
+            uploaded_at=base.uploaded_at or iso(source.info.last_modified),
+        )
+        try:
+            with _phase("process"):
+                image = self.processor(source.data, self.options)
+        except ImageRejected as exc:
+            return _Result(self._failed(base, str(exc)), {})
+        renditions: dict[str, Rendition] = {}
+        data: dict[str, bytes] = {}
+        for r in image.renditions:
+            key = keys.rendition_key(s.rendition_prefix, r.name, event.key, r.format)
+            if not keys.key_fits(key):
+                return _Result(
+                    self._failed(
+                        base,
+                        f"the key is too long for its renditions: {r.name!r} would be stored at "
+                        f"a {len(key.encode()):,}-byte key, over S3's {keys.MAX_KEY_BYTES}; "
+                        "shorten the key or RENDITION_PREFIX",
+                    ),
+                    {},
+                )
+            renditions[r.name] = Rendition(
+                r.name, s.dest_bucket, key, r.width, r.height, len(r.data), r.content_type
+            )
+            data[r.name] = r.data
+        with _phase("put"):
+            self._write_renditions(renditions, data, event.key, base.etag)
+        record = base.with_(
+            status=Status.PROCESSED,
+            format=image.format,
+            content_type=image.content_type,
+            width=image.width,
+            height=image.height,
+            renditions=renditions,
+            metadata=image.metadata,
+        )
+        return _Result(record, data)
+
+    def _write_renditions(
+        self, renditions: dict[str, Rendition], data: dict[str, bytes], source_key: str, etag: str
+    ) -> None:
+        def put(r: Rendition) -> None:
+            self.storage.write_rendition(
+                r.bucket,
+                r.key,
+                data[r.name],
+                content_type=r.content_type,
+                source_key=source_key,
+                source_etag=etag,
+            )
+
+        items = list(renditions.values())
+        if len(items) == 1:
+            put(items[0])
+            return
+        with ThreadPoolExecutor(max_workers=len(items)) as pool:
+            for future in [pool.submit(put, r) for r in items]:
+                future.result()
+
+    def _base_record(
+        self,
+        event: ObjectEvent,
+        image_id: str,
+        sequencer: str,
+        etag: str,
+        size: int,
+        uploaded_at: str | None,
+    ) -> ImageRecord:
+        now = iso(self.clock())
+        return ImageRecord(
+            id=image_id,
+            bucket=event.bucket,
+            key=event.key,
+            folder=keys.folder_of(event.key),
+            status=Status.FAILED,
+            etag=etag,
+            size_bytes=size,
+            uploaded_at=uploaded_at or "",
+            created_at=now,
+            updated_at=now,
+            sequencer=sequencer,
+            fingerprint=self.settings.fingerprint,
+        )
+
+    def _failed(self, base: ImageRecord, error: str) -> ImageRecord:
+        log.warning("failed %s: %s", base.key, error)
+        return base.with_(status=Status.FAILED, error=error)
+
+    def _stamped(self, record: ImageRecord, stored: StoredImage | None) -> ImageRecord:
+        """The record as it is saved over ``stored``: first-seen time kept, a
+        notification marked pending when there is a topic."""
+        created_at = stored.live.created_at if stored and stored.live else record.created_at
+        pending = f"image.{record.status}" if self.notifier.enabled else None
+        return record.with_(created_at=created_at, pending_event=pending)
+
+    # -- deletions ------------------------------------------------------------
+    def _removed(self, event: ObjectEvent) -> Outcome:
+        if self.storage.head(event.bucket, event.key) is not None:
+            log.info("superseded removed event for %s: the object still exists", event.key)
+            return Outcome.SUPERSEDED
+        image_id = keys.image_id(event.bucket, event.key)
+        sequencer = keys.normalise_sequencer(event.sequencer)
+        for _ in range(_MAX_ATTEMPTS):
+            stored = self.repository.load(image_id)
+            decision = decide(stored, EventKind.REMOVED, sequencer, None)
+            if decision is Decision.STALE:
+                return Outcome.STALE
+            if decision is Decision.DUPLICATE:
+                assert stored is not None
+                self._finish(stored)
+                return Outcome.DUPLICATE
+            previous = stored.live if stored else None
+            tombstone = Tombstone(
+                sequencer=sequencer,
+                deleted_at=iso(self.clock()),
+                previous=previous,
+                pending_event="image.deleted" if previous and self.notifier.enabled else None,
+            )
+            try:
+                version = self.repository.bury(
+                    image_id, event.bucket, event.key, tombstone, stored.version if stored else None
+                )
+            except Conflict:
+                continue
+            if previous is None:
+                return (
+                    Outcome.DELETED
+                )  # nothing was stored: the tombstone guards against a late create
+            self._after_removal(previous)
+            self._notify(image_id, version, tombstone.pending_event, "image.deleted", previous)
+            return Outcome.DELETED
+        raise RuntimeError(f"gave up on {event.key} after {_MAX_ATTEMPTS} conflicting writes")
+
+    def _after_removal(self, previous: ImageRecord) -> None:
+        self._delete_renditions(previous)
+        for prefix in reversed(keys.ancestors(previous.folder)):
+            if not self.repository.remove_folder_if_empty(prefix):
+                break
+
+    def _finish(self, stored: StoredImage) -> None:
+        """A redelivered event: complete what an earlier attempt may have left undone."""
+        if stored.tombstone is not None and stored.tombstone.previous is not None:
+            previous = stored.tombstone.previous
+            self._after_removal(previous)
+            self._notify(
+                stored.id, stored.version, stored.tombstone.pending_event, "image.deleted", previous
+            )
+        elif stored.live is not None:
+            live = stored.live
+            self._notify(
+                stored.id, stored.version, live.pending_event, f"image.{live.status}", live
+            )
+
+    def _delete_renditions(self, record: ImageRecord, keep: ImageRecord | None = None) -> None:
+        """Delete the renditions ``record`` lists, except those ``keep`` uses."""
+        kept = {(r.bucket, r.key) for r in keep.renditions.values()} if keep else set()
+        by_bucket: dict[str, list[str]] = {}
+        for r in record.renditions.values():
+            if (r.bucket, r.key) not in kept:
+                by_bucket.setdefault(r.bucket, []).append(r.key)
+        for bucket, object_keys in by_bucket.items():
+            self.storage.delete(bucket, object_keys)
+
+    # -- folders --------------------------------------------------------------
+    def _folder(self, event: ObjectEvent) -> Outcome:
+        prefix = event.key
+        now = iso(self.clock())
+        exists = self.storage.head(event.bucket, prefix) is not None
+        if event.kind is EventKind.CREATED:
+            if not exists:
+                return Outcome.SUPERSEDED
+            before = self.repository.get_folder(prefix)
+            folder = self.repository.set_marker(prefix, True, now)
+            self.repository.touch_folders(keys.ancestors(prefix)[:-1], now)
+            if before is None or not before.has_marker:
+                self._publish_folder("folder.created", folder)
+                return Outcome.FOLDER_CREATED
+            return Outcome.DUPLICATE
+        if exists:
+            return Outcome.SUPERSEDED
+        before = self.repository.get_folder(prefix)
+        if before is None:
+            return Outcome.DUPLICATE
+        folder = self.repository.set_marker(prefix, False, now)
+        for record in self.repository.images_under(prefix):
+            if self.storage.head(record.bucket, record.key) is None:
+                self._removed(
+                    ObjectEvent(record.bucket, record.key, EventKind.REMOVED, "FolderCleanup")
+                )
+        for parent in reversed(keys.ancestors(prefix)):
+            if not self.repository.remove_folder_if_empty(parent):
+                break
+        if before.has_marker:
+            self._publish_folder("folder.deleted", folder)
+            return Outcome.FOLDER_DELETED
+        return Outcome.DUPLICATE
+
+    # -- notifications --------------------------------------------------------
+    def _notify(
+        self, image_id: str, version: int, pending: str | None, event: str, record: ImageRecord
+    ) -> None:
+        if not pending or not self.notifier.enabled:
+            return
+        self.notifier.publish(event, {"image": record.with_(pending_event=None).to_api()})
+        # On a conflict a newer write replaced the outcome; it carries its own mark.
+        with contextlib.suppress(Conflict):
+            self.repository.clear_pending(image_id, version)
+
+    def _publish_folder(self, event: str, folder: Folder) -> None:
+        if self.notifier.enabled:
+            body: dict[str, Any] = {"folder": folder.to_api()}
+            self.notifier.publish(event, body)
+
+
+def _event_time(value: str | None) -> str | None:
+    """S3's ``eventTime`` (``2024-06-01T12:00:00.123Z``) to whole seconds, UTC."""
+    if not value:
+        return None
+    try:
+        return iso(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError:
+        return None

@@ -1,0 +1,1 @@
+"""Where records live: one ``Repository`` interface, one module per backend."""

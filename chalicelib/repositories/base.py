@@ -1,0 +1,121 @@
+"""The ``Repository`` interface every backend implements.
+
+Image state is written by compare-and-swap: each stored image has a version
+number, and a write names the version it read (``None``: nothing stored).
+A write whose version no longer matches raises ``Conflict``; the pipeline then
+reads again and re-applies the delivery rules, so two events racing on one key
+end in the state the rules pick, whatever the interleaving.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+from chalicelib.models import Folder, ImageRecord, Page, Status
+
+# Tombstones outlive every redelivery S3 or its queues can still make: SQS
+# keeps a message at most 14 days, Lambda retries an async event for 6 hours.
+TOMBSTONE_SECONDS = 14 * 24 * 3600
+
+
+class Conflict(Exception):
+    """Someone else wrote the item since it was read."""
+
+
+class InvalidCursor(ValueError):
+    """A pagination cursor that this backend never produced."""
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    """What a deletion leaves: the sequencer it happened at, and the record as
+    it was (to finish deleting its renditions and notify, on a retry)."""
+
+    sequencer: str
+    deleted_at: str
+    previous: ImageRecord | None = None
+    pending_event: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """One key's stored state: a live record or a tombstone, and its version."""
+
+    id: str
+    version: int
+    live: ImageRecord | None = None
+    tombstone: Tombstone | None = None
+
+    @property
+    def sequencer(self) -> str:
+        if self.live is not None:
+            return self.live.sequencer
+        return self.tombstone.sequencer if self.tombstone else ""
+
+
+@dataclass(frozen=True)
+class ImageQuery:
+    status: Status = Status.PROCESSED
+    folder: str | None = None  # None: every folder; "": the root
+    limit: int = 50
+    after: tuple[str, str, str] | None = None  # (uploaded_at, key, id) of the last item seen
+
+
+class Repository(abc.ABC):
+    # -- images ---------------------------------------------------------------
+    @abc.abstractmethod
+    def load(self, image_id: str) -> StoredImage | None:
+        """The stored state of one image, tombstones included (strongly consistent)."""
+
+    @abc.abstractmethod
+    def save(self, record: ImageRecord, expected_version: int | None) -> int:
+        """Store a live record in place of whatever is at ``record.id``; returns the new version."""
+
+    @abc.abstractmethod
+    def bury(
+        self,
+        image_id: str,
+        bucket: str,
+        key: str,
+        tombstone: Tombstone,
+        expected_version: int | None,
+    ) -> int:
+        """Replace whatever is at ``image_id`` with a tombstone; returns the new version."""
+
+    @abc.abstractmethod
+    def clear_pending(self, image_id: str, expected_version: int) -> None:
+        """Mark the stored outcome as notified (raises ``Conflict`` if it changed)."""
+
+    def get(self, image_id: str) -> ImageRecord | None:
+        stored = self.load(image_id)
+        return stored.live if stored else None
+
+    @abc.abstractmethod
+    def list_images(self, query: ImageQuery) -> Page[ImageRecord]:
+        """Newest first by ``uploaded_at``, then key; reads about one page."""
+
+    # -- folders --------------------------------------------------------------
+    @abc.abstractmethod
+    def get_folder(self, prefix: str) -> Folder | None: ...
+
+    @abc.abstractmethod
+    def touch_folders(self, prefixes: list[str], now: str) -> None:
+        """Make sure these folders exist (they hold an image), without touching markers."""
+
+    @abc.abstractmethod
+    def set_marker(self, prefix: str, has_marker: bool, now: str) -> Folder:
+        """Record that the folder's marker object exists or is gone."""
+
+    @abc.abstractmethod
+    def remove_folder_if_empty(self, prefix: str) -> bool:
+        """Delete the folder if it has no marker, no image directly in it and
+        no sub-folder; True if it is gone afterwards."""
+
+    @abc.abstractmethod
+    def images_under(self, prefix: str) -> list[ImageRecord]:
+        """Every live record whose key lies under ``prefix`` (for folder clean-up)."""
+
+    @abc.abstractmethod
+    def list_folders(self, limit: int, after: str | None) -> Page[Folder]:
+        """By prefix; reads about one page."""

@@ -1,0 +1,209 @@
+"""Every setting, read once from the environment and validated.
+
+``Settings.from_env(mapping)`` builds them from any mapping (tests pass their
+own); ``load()`` reads ``os.environ`` once per process. All problems are
+reported together, each naming its variable, so a misconfigured stage is fixed
+in one go.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from chalicelib.imaging.geometry import GeometryError, RenditionSpec, parse_renditions
+
+T = TypeVar("T")
+
+DEFAULT_RENDITIONS = "thumb=256x256,medium=800x800,large=1600x1600"
+DEFAULT_SUFFIXES = ".jpg,.jpeg,.png,.webp,.gif,.tif,.tiff,.bmp"
+OUTPUT_FORMATS = ("auto", "jpeg", "png", "webp")
+ENGINES = ("pillow", "vips")
+BACKENDS = ("dynamodb", "mysql")
+API_AUTHS = ("none", "iam", "api_key")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+class SettingsError(ValueError):
+    """The environment does not describe a usable stage."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(
+            "image-pipeline is not configured: "
+            + "; ".join(problems)
+            + " (set these per stage in .chalice/config.json; see the README)"
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    source_bucket: str
+    dest_bucket: str
+    rendition_prefix: str = "resized/"
+    renditions: tuple[RenditionSpec, ...] = parse_renditions(DEFAULT_RENDITIONS)
+    output_format: str = "auto"
+    jpeg_quality: int = 85
+    image_suffixes: tuple[str, ...] = tuple(DEFAULT_SUFFIXES.split(","))
+    max_source_bytes: int = 52_428_800
+    max_source_pixels: int = 50_000_000
+    strip_metadata: bool = True
+    image_engine: str = "pillow"
+    db_backend: str = "dynamodb"
+    ddb_table: str = ""
+    db_host: str = ""
+    db_port: int = 3306
+    db_user: str = ""
+    db_password: str = ""
+    db_name: str = ""
+    db_secret_arn: str = ""
+    sns_topic_arn: str = ""
+    metadata_function: str = ""
+    events_queue: str = ""
+    api_auth: str = "none"
+    cors_origin: str = ""
+    uploads_enabled: bool = False
+    upload_prefix: str = "uploads/"
+    url_expires: int = 3600
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies what the rendition settings produce; stored in each record."""
+        text = "|".join(
+            [
+                ",".join(map(str, self.renditions)),
+                self.output_format,
+                str(self.jpeg_quality),
+                str(self.strip_metadata),
+                self.rendition_prefix,
+                self.dest_bucket,
+            ]
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def sqs_mode(self) -> bool:
+        return bool(self.events_queue)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        reader = _Reader(env)
+        source = reader.text("SOURCE_BUCKET", required=True)
+        backend = reader.choice("DB_BACKEND", BACKENDS, "dynamodb")
+        settings = cls(
+            source_bucket=source,
+            dest_bucket=reader.text("DEST_BUCKET") or source,
+            rendition_prefix=reader.prefix("RENDITION_PREFIX", "resized/"),
+            renditions=reader.parse("RENDITIONS", DEFAULT_RENDITIONS, parse_renditions),
+            output_format=reader.choice("OUTPUT_FORMAT", OUTPUT_FORMATS, "auto"),
+            jpeg_quality=reader.integer("JPEG_QUALITY", 85, 1, 95),
+            image_suffixes=reader.parse("IMAGE_SUFFIXES", DEFAULT_SUFFIXES, _suffixes),
+            max_source_bytes=reader.integer("MAX_SOURCE_BYTES", 52_428_800, 1, 10**12),
+            # Pillow itself refuses images over 89,478,485 pixels as bombs.
+            max_source_pixels=reader.integer("MAX_SOURCE_PIXELS", 50_000_000, 1, 89_478_485),
+            strip_metadata=reader.boolean("STRIP_METADATA", True),
+            image_engine=reader.choice("IMAGE_ENGINE", ENGINES, "pillow"),
+            db_backend=backend,
+            ddb_table=reader.text("DDB_TABLE", required=backend == "dynamodb"),
+            db_host=reader.text("DB_HOST", required=backend == "mysql"),
+            db_port=reader.integer("DB_PORT", 3306, 1, 65535),
+            db_user=reader.text("DB_USER", required=backend == "mysql"),
+            db_password=reader.text("DB_PASSWORD"),
+            db_name=reader.text("DB_NAME", required=backend == "mysql"),
+            db_secret_arn=reader.text("DB_SECRET_ARN"),
+            sns_topic_arn=reader.text("SNS_TOPIC_ARN"),
+            metadata_function=reader.text("METADATA_FUNCTION"),
+            events_queue=reader.text("EVENTS_QUEUE"),
+            api_auth=reader.choice("API_AUTH", API_AUTHS, "none"),
+            cors_origin=reader.text("CORS_ORIGIN"),
+            uploads_enabled=reader.boolean("UPLOADS_ENABLED", False),
+            upload_prefix=reader.prefix("UPLOAD_PREFIX", "uploads/"),
+            url_expires=reader.integer("URL_EXPIRES", 3600, 1, 604_800),
+        )
+        if settings.image_engine == "vips":
+            reader.problems.append("IMAGE_ENGINE=vips is not available in this release; use pillow")
+        if settings.upload_prefix.startswith(settings.rendition_prefix):
+            reader.problems.append("UPLOAD_PREFIX must not lie under RENDITION_PREFIX")
+        if reader.problems:
+            raise SettingsError(reader.problems)
+        return settings
+
+
+@functools.cache
+def load() -> Settings:
+    """The process's settings, read from ``os.environ`` on first use."""
+    return Settings.from_env(os.environ)
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def text(self, name: str, *, required: bool = False) -> str:
+        value = self.env.get(name, "").strip()
+        if required and not value:
+            self.problems.append(f"{name} is required")
+        return value
+
+    def choice(self, name: str, options: tuple[str, ...], default: str) -> str:
+        value = self.text(name).lower() or default
+        if value not in options:
+            self.problems.append(f"{name}={value!r} must be one of {', '.join(options)}")
+            return default
+        return value
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self.text(name)
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            self.problems.append(f"{name}={raw!r} is not a whole number")
+            return default
+        if not low <= value <= high:
+            self.problems.append(f"{name}={value} must be between {low} and {high}")
+            return default
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self.text(name).lower()
+        if not raw:
+            return default
+        if raw in _TRUE:
+            return True
+        if raw in _FALSE:
+            return False
+        self.problems.append(f"{name}={raw!r} must be true or false")
+        return default
+
+    def prefix(self, name: str, default: str) -> str:
+        value = self.env.get(name, default) or default
+        if value.startswith("/") or not value.endswith("/"):
+            self.problems.append(
+                f"{name}={value!r} must be a key prefix ending in '/', like {default!r}"
+            )
+            return default
+        return value
+
+    def parse(self, name: str, default: str, parser: Callable[[str], T]) -> T:
+        raw = self.text(name) or default
+        try:
+            return parser(raw)
+        except (GeometryError, ValueError) as exc:
+            self.problems.append(f"{name}: {exc}")
+            return parser(default)
+
+
+def _suffixes(text: str) -> tuple[str, ...]:
+    suffixes = tuple(s.strip().lower() for s in text.split(",") if s.strip())
+    bad = [s for s in suffixes if not s.startswith(".")]
+    if bad or not suffixes:
+        raise ValueError("list suffixes with their dot, like .jpg,.png")
+    return suffixes

@@ -1,0 +1,154 @@
+"""S3 reads, writes and presigned URLs (no image maths here)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import ClientError
+
+from chalicelib import keys
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+# Rendition keys are overwritten in place when their source is re-uploaded, so
+# caches must not serve a stored copy without asking: "no-cache" lets browsers
+# and CDNs keep it but revalidate with the ETag each time (a cheap 304), and a
+# changed rendition is never shown stale. Its presigned URLs differ per request
+# anyway, so a long max-age would buy little.
+RENDITION_CACHE_CONTROL = "no-cache"
+
+_MISSING = {"404", "NoSuchKey", "NotFound"}
+_CHANGED = {"412", "PreconditionFailed"}
+
+
+class ObjectGone(Exception):
+    """The object is missing, or no longer the version the event was about."""
+
+
+class TooLarge(Exception):
+    """The object is larger than MAX_SOURCE_BYTES: it is not downloaded."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        super().__init__(
+            f"file is {size:,} bytes, over MAX_SOURCE_BYTES={limit:,}; "
+            "upload a smaller file or raise the limit"
+        )
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    size: int
+    etag: str
+    last_modified: datetime
+
+
+@dataclass(frozen=True)
+class SourceObject:
+    data: bytes
+    info: ObjectInfo
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class S3Storage:
+    def __init__(self, client: S3Client) -> None:
+        self._s3 = client
+
+    def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        try:
+            response = self._s3.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in _MISSING:
+                return None
+            raise
+        return ObjectInfo(
+            size=response["ContentLength"],
+            etag=response["ETag"].strip('"'),
+            last_modified=response["LastModified"],
+        )
+
+    def read(self, bucket: str, key: str, *, etag: str | None, max_bytes: int) -> SourceObject:
+        """Download the object, if it is still the version ``etag`` names.
+
+        Raises ``ObjectGone`` when it is missing or has changed, ``TooLarge``
+        before reading a body over ``max_bytes``.
+        """
+        args = {"Bucket": bucket, "Key": key}
+        if etag:
+            args["IfMatch"] = etag
+        try:
+            response = self._s3.get_object(**args)  # type: ignore[arg-type]
+        except ClientError as exc:
+            if _code(exc) in _MISSING | _CHANGED:
+                raise ObjectGone(key) from exc
+            raise
+        body = response["Body"]
+        size = response["ContentLength"]
+        if size > max_bytes:
+            body.close()
+            raise TooLarge(size, max_bytes)
+        data = body.read(max_bytes + 1)
+        body.close()
+        if len(data) > max_bytes:
+            raise TooLarge(len(data), max_bytes)
+        info = ObjectInfo(
+            size=len(data),
+            etag=response["ETag"].strip('"'),
+            last_modified=response["LastModified"],
+        )
+        return SourceObject(data, info)
+
+    def write_rendition(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str,
+        source_key: str,
+        source_etag: str,
+    ) -> None:
+        self._s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=data,
+            ContentType=content_type,
+            CacheControl=RENDITION_CACHE_CONTROL,
+            Metadata={
+                "source-key": keys.metadata_value(source_key),
+                "source-etag": source_etag,
+            },
+        )
+
+    def delete(self, bucket: str, object_keys: Iterable[str]) -> None:
+        """Delete these objects (missing ones are fine); raise if any delete failed."""
+        batch = sorted(set(object_keys))
+        for start in range(0, len(batch), 1000):
+            chunk = batch[start : start + 1000]
+            response = self._s3.delete_objects(
+                Bucket=bucket,
+                Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True},
+            )
+            errors = response.get("Errors", [])
+            if errors:
+                first = errors[0]
+                raise RuntimeError(
+                    f"could not delete {len(errors)} object(s) from {bucket}, "
+                    f"first {first.get('Key')!r}: {first.get('Code')} {first.get('Message')}"
+                )
+
+    def presigned_get(self, bucket: str, key: str, expires: int) -> str:
+        return self._s3.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires
+        )

@@ -1,0 +1,60 @@
+"""The IAM policy a stage's functions need, generated from its settings.
+
+Chalice's own policy generator only sees boto3 calls written in ``app.py``
+(ours live in ``chalicelib``), so stages set ``autogen_policy: false`` and use
+``.chalice/policy-<stage>.json``, written by ``manage.py policy --stage S`` and
+kept in sync by a test.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from chalicelib.settings import Settings
+
+_REGION_ACCOUNT = "arn:aws:{service}:*:*:{resource}"
+
+
+def _statement(sid: str, actions: list[str], resources: list[str]) -> dict[str, Any]:
+    return {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
+
+
+def policy_for(settings: Settings) -> dict[str, Any]:
+    s = settings
+    dest_prefix = f"arn:aws:s3:::{s.dest_bucket}/{s.rendition_prefix}*"
+    statements = [
+        _statement(
+            "Logs",
+            ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+            ["arn:aws:logs:*:*:*"],
+        ),
+        _statement("ReadSources", ["s3:GetObject"], [f"arn:aws:s3:::{s.source_bucket}/*"]),
+        _statement(
+            "WriteRenditions", ["s3:PutObject", "s3:DeleteObject", "s3:GetObject"], [dest_prefix]
+        ),
+        # HEAD of a missing key answers 403 instead of 404 without ListBucket.
+        _statement("ListSources", ["s3:ListBucket"], [f"arn:aws:s3:::{s.source_bucket}"]),
+    ]
+    if s.db_backend == "dynamodb":
+        table = _REGION_ACCOUNT.format(service="dynamodb", resource=f"table/{s.ddb_table}")
+        statements.append(
+            _statement(
+                "Records",
+                [
+                    "dynamodb:GetItem",
+                    "dynamodb:PutItem",
+                    "dynamodb:UpdateItem",
+                    "dynamodb:DeleteItem",
+                    "dynamodb:Query",
+                ],
+                [table, f"{table}/index/*"],
+            )
+        )
+    if s.sns_topic_arn:
+        statements.append(_statement("Notify", ["sns:Publish"], [s.sns_topic_arn]))
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def render(settings: Settings) -> str:
+    return json.dumps(policy_for(settings), indent=2) + "\n"

@@ -1,0 +1,111 @@
+"""Create, idempotently, the AWS resources a stage's settings name.
+
+Talks to whatever endpoint boto3's environment selects (``AWS_ENDPOINT_URL``
+for a local emulator, AWS otherwise). Safe to run again: existing resources
+are kept, missing pieces (an index added by a later release, TTL) are added.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from chalicelib.repositories import dynamodb
+from chalicelib.settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
+
+Report = Callable[[str], None]
+
+
+def provision(
+    settings: Settings,
+    *,
+    s3: S3Client | None = None,
+    ddb: DynamoDBClient | None = None,
+    report: Report = print,
+) -> None:
+    s3 = s3 or boto3.client("s3")
+    for bucket in dict.fromkeys([settings.source_bucket, settings.dest_bucket]):
+        ensure_bucket(s3, bucket, report)
+    if settings.db_backend == "dynamodb":
+        ensure_table(ddb or boto3.client("dynamodb"), settings.ddb_table, report)
+
+
+def ensure_bucket(s3: S3Client, bucket: str, report: Report) -> None:
+    region = s3.meta.region_name
+    args: dict[str, Any] = {"Bucket": bucket}
+    if region and region != "us-east-1":
+        args["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    try:
+        s3.create_bucket(**args)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code")
+        if code == "BucketAlreadyOwnedByYou":
+            report(f"bucket {bucket}: exists")
+            return
+        if code == "BucketAlreadyExists":
+            raise SystemExit(
+                f"bucket name {bucket!r} is taken by another AWS account: "
+                "bucket names are global, choose another in .chalice/config.json"
+            ) from exc
+        raise
+    report(f"bucket {bucket}: created")
+
+
+def ensure_table(ddb: DynamoDBClient, name: str, report: Report) -> None:
+    definition = dynamodb.table_definition(name)
+    try:
+        ddb.create_table(**definition)
+        report(f"table {name}: created")
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ResourceInUseException":
+            raise
+        report(f"table {name}: exists")
+        _add_missing_indexes(ddb, name, definition, report)
+    _wait_active(ddb, name)
+    ttl = ddb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+    if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+        ddb.update_time_to_live(
+            TableName=name,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": dynamodb.TTL_ATTRIBUTE},
+        )
+        report(f"table {name}: tombstone expiry (TTL on {dynamodb.TTL_ATTRIBUTE}) enabled")
+
+
+def _add_missing_indexes(
+    ddb: DynamoDBClient, name: str, definition: dict[str, Any], report: Report
+) -> None:
+    existing = {
+        gsi["IndexName"]
+        for gsi in ddb.describe_table(TableName=name)["Table"].get("GlobalSecondaryIndexes", [])
+    }
+    for index in definition["GlobalSecondaryIndexes"]:
+        if index["IndexName"] in existing:
+            continue
+        _wait_active(ddb, name)
+        ddb.update_table(
+            TableName=name,
+            AttributeDefinitions=definition["AttributeDefinitions"],
+            GlobalSecondaryIndexUpdates=[{"Create": index}],
+        )
+        report(f"table {name}: index {index['IndexName']} added")
+
+
+def _wait_active(ddb: DynamoDBClient, name: str, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        table = ddb.describe_table(TableName=name)["Table"]
+        indexes = table.get("GlobalSecondaryIndexes", [])
+        if table["TableStatus"] == "ACTIVE" and all(
+            i.get("IndexStatus", "ACTIVE") == "ACTIVE" for i in indexes
+        ):
+            return
+        time.sleep(2)
+    raise TimeoutError(f"table {name} did not become active in {timeout:.0f}s")

@@ -1,0 +1,26 @@
+"""A stage's environment as Chalice would give it to the app."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+class StageError(ValueError):
+    pass
+
+
+def stage_environment(stage: str, project_dir: Path = PROJECT_DIR) -> dict[str, str]:
+    """Top-level ``environment_variables`` overlaid with the stage's own."""
+    config_path = project_dir / ".chalice" / "config.json"
+    config = json.loads(config_path.read_text())
+    stages = config.get("stages", {})
+    if stage not in stages:
+        raise StageError(
+            f"no stage {stage!r} in {config_path.name}; stages: {', '.join(sorted(stages))}"
+        )
+    env = dict(config.get("environment_variables", {}))
+    env.update(stages[stage].get("environment_variables", {}))
+    return {k: str(v) for k, v in env.items()}

@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Project tasks that run outside Lambda.
+
+python manage.py provision --stage dev    create the stage's buckets and table
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from chalicelib.settings import Settings, SettingsError
+from devtools.stages import StageError, stage_environment
+
+
+def _stage_settings(stage: str) -> Settings:
+    env = {**os.environ, **stage_environment(stage)}
+    return Settings.from_env(env)
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    from devtools.provision import provision
+
+    settings = _stage_settings(args.stage)
+    where = os.environ.get("AWS_ENDPOINT_URL") or "AWS"
+    print(f"provisioning stage {args.stage} at {where}")
+    provision(settings)
+    return 0
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    from devtools.policy import render
+    from devtools.stages import PROJECT_DIR
+
+    text = render(_stage_settings(args.stage))
+    path = PROJECT_DIR / ".chalice" / f"policy-{args.stage}.json"
+    path.write_text(text)
+    print(f"wrote {path.relative_to(PROJECT_DIR)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="manage.py", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("provision", help="create the stage's resources (idempotent)")
+    p.add_argument("--stage", default="dev")
+    p.set_defaults(run=cmd_provision)
+    p = commands.add_parser("policy", help="write .chalice/policy-STAGE.json from its settings")
+    p.add_argument("--stage", default="dev")
+    p.set_defaults(run=cmd_policy)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except (SettingsError, StageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""Integration fixtures: a real moto server in its own process, reached over a
+socket through ``AWS_ENDPOINT_URL`` exactly as the deployed code reaches AWS,
+and the Chalice app loaded for a stage and driven through ``chalice.test``."""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import quote_plus
+
+import boto3
+import pytest
+from chalice.test import Client
+
+from chalicelib import settings as settings_module
+from chalicelib.settings import Settings
+from devtools.provision import provision
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=2).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("moto server did not start") from None
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture
+def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A clean emulator, and an environment that can only reach it."""
+    request = urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")
+    urllib.request.urlopen(request, timeout=10).close()
+    for name, value in {
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": "/dev/null",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    return moto_endpoint
+
+
+def aws_key(key: str) -> str:
+    """A key as S3 writes it into event records (form-encoded, '/' kept)."""
+    return quote_plus(key, safe="/")
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    settings: Settings
+    app: ModuleType
+    client: Client
+    s3: Any
+    _sequence: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def bucket(self) -> str:
+        return self.settings.source_bucket
+
+    def sequencer(self) -> str:
+        return f"{0x5B039F73C627CE8B + next(self._sequence) * 16:018X}"
+
+    def put(self, key: str, data: bytes) -> str:
+        return str(self.s3.put_object(Bucket=self.bucket, Key=key, Body=data)["ETag"].strip('"'))
+
+    def record(
+        self,
+        key: str,
+        event_name: str = "ObjectCreated:Put",
+        *,
+        etag: str | None = None,
+        size: int | None = None,
+        sequencer: str | None = None,
+    ) -> dict[str, Any]:
+        obj: dict[str, Any] = {"key": aws_key(key), "sequencer": sequencer or self.sequencer()}
+        if event_name.startswith("ObjectCreated"):
+            if etag is None or size is None:
+                head = self.s3.head_object(Bucket=self.bucket, Key=key)
+                etag = etag or head["ETag"].strip('"')
+                size = head["ContentLength"] if size is None else size
+            obj.update({"eTag": etag, "size": size})
+        return {
+            "eventVersion": "2.1",
+            "eventSource": "aws:s3",
+            "awsRegion": "us-east-1",
+            "eventTime": "2026-11-21T21:00:00.123Z",
+            "eventName": event_name,
+            "s3": {
+                "s3SchemaVersion": "1.0",
+                "configurationId": "image-pipeline",
+                "bucket": {"name": self.bucket, "arn": f"arn:aws:s3:::{self.bucket}"},
+                "object": obj,
+            },
+        }
+
+    def deliver(self, record: dict[str, Any]) -> Any:
+        """Invoke the registered handler for this record, as Lambda would."""
+        name = (
+            "handle_object_created"
+            if record["eventName"].startswith("ObjectCreated")
+            else "handle_object_removed"
+        )
+        return self.client.lambda_.invoke(name, {"Records": [record]}).payload
+
+    def upload(self, key: str, data: bytes) -> Any:
+        self.put(key, data)
+        return self.deliver(self.record(key))
+
+    def delete(self, key: str) -> Any:
+        self.s3.delete_object(Bucket=self.bucket, Key=key)
+        return self.deliver(self.record(key, "ObjectRemoved:Delete"))
+
+    def get(self, path: str) -> tuple[int, Any]:
+        response = self.client.http.get(path)
+        return response.status_code, json.loads(response.body) if response.body else None
+
+    def images(self, query: str = "") -> list[dict[str, Any]]:
+        status, body = self.get(f"/images{query}")
+        assert status == 200, body
+        return list(body["images"])
+
+    def keys(self, prefix: str = "") -> list[str]:
+        bucket = self.settings.dest_bucket
+        response = self.s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
+        return sorted(o["Key"] for o in response.get("Contents", []))
+
+
+BASE_ENV = {"SOURCE_BUCKET": "uploads", "DDB_TABLE": "images"}
+
+
+def load_app(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """Import a fresh ``app`` module under ``env``, as a new Lambda container would."""
+    for name in list(Settings.__dataclass_fields__):
+        monkeypatch.delenv(name.upper(), raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings_module.load.cache_clear()
+    sys.modules.pop("app", None)
+    module = importlib.import_module("app")
+    monkeypatch.setitem(sys.modules, "app", module)
+    return module
+
+
+def make_stack(env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Stack:
+    settings = Settings.from_env(env)
+    provision(settings, report=lambda _: None)
+    app = load_app(env, monkeypatch)
+    project = tmp_path / "project"
+    (project / ".chalice").mkdir(parents=True)
+    config = {
+        "version": "2.0",
+        "app_name": "image-pipeline",
+        "stages": {"test": {"environment_variables": env}},
+    }
+    (project / ".chalice" / "config.json").write_text(json.dumps(config))
+    client = Client(app.app, stage_name="test", project_dir=str(project))
+    return Stack(env, settings, app, client, boto3.client("s3"))
+
+
+@pytest.fixture
+def stack(aws: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Stack:
+    return make_stack(dict(BASE_ENV), tmp_path, monkeypatch)

@@ -1,0 +1,96 @@
+"""Registration by mode, settings failures, and transient faults that must raise."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from devtools.provision import provision
+from tests.integration.conftest import BASE_ENV, Stack, load_app, make_stack
+from tests.support import jpeg
+
+PROJECT = Path(__file__).resolve().parents[2]
+ROUTES = {"list_images", "get_image", "list_folders"}
+
+
+def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROJECT,
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_bare_import_never_fails_on_missing_settings() -> None:
+    done = run_python("import app; print(sorted(app.app.handler_map))", {})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(sorted({"extract_metadata", *ROUTES}))
+
+
+def test_chalice_cli_mode_stops_on_missing_settings() -> None:
+    done = run_python("import app", {"AWS_CHALICE_CLI_MODE": "true"})
+    assert done.returncode != 0
+    assert "SOURCE_BUCKET is required" in done.stderr
+    assert "DDB_TABLE is required" in done.stderr
+
+
+def test_direct_mode_registers_s3_handlers(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = load_app(BASE_ENV, monkeypatch)
+    assert set(app.app.handler_map) - ROUTES == {
+        "handle_object_created",
+        "handle_object_removed",
+        "extract_metadata",
+    }
+    configs = {c.name: c for c in app.app.event_sources}
+    assert configs["handle_object_created"].bucket == "uploads"
+    assert configs["handle_object_created"].events == ["s3:ObjectCreated:*"]
+    assert configs["handle_object_removed"].events == ["s3:ObjectRemoved:*"]
+
+
+def test_sqs_mode_registers_only_the_queue_consumer(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = load_app(BASE_ENV | {"EVENTS_QUEUE": "uploads-events"}, monkeypatch)
+    assert set(app.app.handler_map) - ROUTES == {"handle_queued_events", "extract_metadata"}
+    assert callable(app.handle_object_created)
+
+
+def test_database_outage_raises_and_the_retry_converges(stack: Stack) -> None:
+    stack.put("retry.jpg", jpeg(400, 300))
+    event = stack.record("retry.jpg")
+    boto3.client("dynamodb").delete_table(TableName="images")
+
+    with pytest.raises(ClientError, match="ResourceNotFoundException"):
+        stack.deliver(event)
+
+    provision(stack.settings, report=lambda _: None)
+    assert stack.deliver(event) == ["processed"]
+    assert [i["key"] for i in stack.images()] == ["retry.jpg"]
+
+
+def test_rendition_write_failure_raises_and_leaves_no_record(
+    aws: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = make_stack(BASE_ENV | {"DEST_BUCKET": "renditions"}, tmp_path, monkeypatch)
+    stack.put("photo.jpg", jpeg(400, 300))
+    event = stack.record("photo.jpg")
+    boto3.client("s3").delete_bucket(Bucket="renditions")
+
+    with pytest.raises(ClientError, match="NoSuchBucket"):
+        stack.deliver(event)
+    assert stack.images() == []  # renditions before records: nothing points at missing objects
+
+    provision(stack.settings, report=lambda _: None)
+    assert stack.deliver(event) == ["processed"]
+    assert stack.keys("resized/") == [
+        "resized/large/photo.jpg",
+        "resized/medium/photo.jpg",
+        "resized/thumb/photo.jpg",
+    ]

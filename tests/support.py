@@ -1,0 +1,36 @@
+"""Test images made in code: no binary fixtures in the repository."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+
+def jpeg(width: int, height: int, *, orientation: int | None = None, quality: int = 90) -> bytes:
+    image = Image.new("RGB", (width, height), (200, 40, 40))
+    # A distinct top-left corner, so orientation can be checked in outputs.
+    image.paste((20, 20, 220), (0, 0, max(1, width // 4), max(1, height // 4)))
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def png(width: int, height: int, mode: str = "RGBA") -> bytes:
+    image = Image.new(mode, (width, height))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def size_of(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as image:
+        return image.size
+
+
+def format_of(data: bytes) -> str:
+    with Image.open(io.BytesIO(data)) as image:
+        return str(image.format)

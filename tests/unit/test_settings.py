@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import pytest
+
+from chalicelib.settings import Settings, SettingsError
+
+MINIMAL = {"SOURCE_BUCKET": "src", "DDB_TABLE": "images"}
+
+
+def test_defaults_follow_the_contract() -> None:
+    s = Settings.from_env(MINIMAL)
+
+    assert s.dest_bucket == "src"
+    assert s.rendition_prefix == "resized/"
+    assert [str(r) for r in s.renditions] == [
+        "thumb=256x256",
+        "medium=800x800",
+        "large=1600x1600",
+    ]
+    assert (s.output_format, s.jpeg_quality, s.strip_metadata) == ("auto", 85, True)
+    assert s.image_suffixes == (".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp")
+    assert (s.max_source_bytes, s.max_source_pixels) == (52_428_800, 50_000_000)
+    assert (s.db_backend, s.api_auth, s.uploads_enabled, s.url_expires) == (
+        "dynamodb",
+        "none",
+        False,
+        3600,
+    )
+    assert not s.sqs_mode
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(
+            {"JPEG_QUALITY": "100", "OUTPUT_FORMAT": "gif", "RENDITIONS": "thumb=huge"}
+        )
+
+    message = str(raised.value)
+    for fragment in (
+        "SOURCE_BUCKET is required",
+        "DDB_TABLE is required",
+        "JPEG_QUALITY=100 must be between 1 and 95",
+        "OUTPUT_FORMAT='gif' must be one of auto, jpeg, png, webp",
+        "RENDITIONS: 'huge' is not a geometry",
+    ):
+        assert fragment in message
+
+
+def test_mysql_needs_its_connection_not_a_table() -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"SOURCE_BUCKET": "src", "DB_BACKEND": "mysql"})
+    assert raised.value.problems == [
+        "DB_HOST is required",
+        "DB_USER is required",
+        "DB_NAME is required",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("RENDITION_PREFIX", "resized"),
+        ("RENDITION_PREFIX", "/resized/"),
+        ("STRIP_METADATA", "maybe"),
+        ("MAX_SOURCE_BYTES", "-1"),
+        ("IMAGE_SUFFIXES", "jpg,png"),
+        ("RENDITIONS", "a=100,a=200"),
+        ("API_AUTH", "cognito"),
+        ("UPLOAD_PREFIX", "resized/up/"),
+    ],
+)
+def test_invalid_values_name_their_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(MINIMAL | {name: value})
+    assert name in str(raised.value)
+
+
+def test_fingerprint_follows_rendition_settings_only() -> None:
+    base = Settings.from_env(MINIMAL)
+    assert Settings.from_env(MINIMAL | {"URL_EXPIRES": "60"}).fingerprint == base.fingerprint
+    assert Settings.from_env(MINIMAL | {"JPEG_QUALITY": "80"}).fingerprint != base.fingerprint
+    assert Settings.from_env(MINIMAL | {"RENDITIONS": "thumb=100"}).fingerprint != base.fingerprint
+
+
+def test_events_queue_selects_sqs_mode() -> None:
+    assert Settings.from_env(MINIMAL | {"EVENTS_QUEUE": "uploads"}).sqs_mode
