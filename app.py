@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -37,9 +38,11 @@ logging.getLogger("image_pipeline").setLevel(logging.INFO)
 def _startup_settings() -> settings.Settings | None:
     try:
         return settings.load()
-    except settings.SettingsError:
+    except settings.SettingsError as exc:
         if os.environ.get("AWS_CHALICE_CLI_MODE") == "true":
-            raise
+            # chalice deploy / package / local: stop with the message, not a traceback.
+            sys.stderr.write(f"error: {exc}\n")
+            raise SystemExit(2) from None
         return None  # reported when a handler first needs the settings
 
 

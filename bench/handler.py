@@ -26,7 +26,7 @@ import boto3
 from bench.inputs import SIZES, jpeg_bytes
 from chalicelib.factory import build_pipeline
 from chalicelib.models import EventKind, ObjectEvent
-from chalicelib.pipeline import Outcome
+from chalicelib.pipeline import Outcome, Stopwatch
 from chalicelib.settings import Settings
 from devtools.provision import provision
 
@@ -68,9 +68,9 @@ def main() -> None:
         provision(settings, report=lambda _: None)
         runs: list[dict[str, float]] = []
 
-        def observe(event: ObjectEvent, outcome: Outcome, ms: dict[str, float]) -> None:
+        def observe(event: ObjectEvent, outcome: Outcome, watch: Stopwatch) -> None:
             assert outcome is Outcome.PROCESSED, outcome
-            runs.append(ms)
+            runs.append(watch.ms)
 
         pipeline = build_pipeline(settings)
         pipeline.observer = observe

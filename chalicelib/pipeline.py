@@ -42,6 +42,7 @@ class Stopwatch:
 
     def __init__(self) -> None:
         self.ms: dict[str, float] = {}
+        self.detail: str | None = None  # why: the reason for an ignore, stale, failure...
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -63,13 +64,24 @@ def _phase(name: str) -> contextlib.AbstractContextManager[None]:
     return watch.phase(name) if watch is not None else contextlib.nullcontext()
 
 
-Observer = Callable[[ObjectEvent, "Outcome", dict[str, float]], None]
+def _note(detail: str) -> None:
+    """Say why the current event ends as it does (goes into its one log line)."""
+    watch = _watch.get(None)
+    if watch is not None:
+        watch.detail = detail
 
 
-def log_outcome(event: ObjectEvent, outcome: Outcome, timings: dict[str, float]) -> None:
+Observer = Callable[[ObjectEvent, "Outcome", Stopwatch], None]
+
+
+def log_outcome(event: ObjectEvent, outcome: Outcome, watch: Stopwatch) -> None:
     """One structured line per event handled."""
-    line = {"key": event.key, "event": event.event_name, "outcome": str(outcome), "ms": timings}
-    log.info(json.dumps(line, ensure_ascii=False))
+    line: dict[str, Any] = {"key": event.key, "event": event.event_name, "outcome": str(outcome)}
+    if watch.detail:
+        line["detail"] = watch.detail
+    line["ms"] = watch.ms
+    level = logging.WARNING if outcome is Outcome.FAILED else logging.INFO
+    log.log(level, json.dumps(line, ensure_ascii=False))
 
 
 class Outcome(enum.StrEnum):
@@ -132,13 +144,13 @@ class Pipeline:
         finally:
             _watch.reset(token)
         watch.ms["total"] = round((time.perf_counter() - start) * 1000, 2)
-        self.observer(event, outcome, watch.ms)
+        self.observer(event, outcome, watch)
         return outcome
 
     def _dispatch(self, event: ObjectEvent) -> Outcome:
         reason = self._ignore_reason(event)
         if reason:
-            log.info("ignored s3://%s/%s: %s", event.bucket, event.key, reason)
+            _note(reason)
             return Outcome.IGNORED
         if event.is_folder:
             return self._folder(event)
@@ -166,7 +178,7 @@ class Pipeline:
                 stored = self.repository.load(image_id)
             decision = decide(stored, EventKind.CREATED, sequencer, event.etag)
             if decision is Decision.STALE:
-                log.info("stale created event for %s: stored state is newer", event.key)
+                _note("the stored state is newer")
                 return Outcome.STALE
             if decision is Decision.DUPLICATE:
                 assert stored is not None
@@ -209,7 +221,7 @@ class Pipeline:
                     event.bucket, event.key, etag=etag, max_bytes=s.max_source_bytes
                 )
         except ObjectGone:
-            log.info("superseded created event for %s: object gone or changed", event.key)
+            _note("the object is gone or has another ETag")
             return None
         except TooLarge as exc:
             return _Result(self._failed(base, str(exc)), {})
@@ -301,7 +313,7 @@ class Pipeline:
         )
 
     def _failed(self, base: ImageRecord, error: str) -> ImageRecord:
-        log.warning("failed %s: %s", base.key, error)
+        _note(error)
         return base.with_(status=Status.FAILED, error=error)
 
     def _stamped(self, record: ImageRecord, stored: StoredImage | None) -> ImageRecord:
@@ -314,7 +326,7 @@ class Pipeline:
     # -- deletions ------------------------------------------------------------
     def _removed(self, event: ObjectEvent) -> Outcome:
         if self.storage.head(event.bucket, event.key) is not None:
-            log.info("superseded removed event for %s: the object still exists", event.key)
+            _note("the object still exists")
             return Outcome.SUPERSEDED
         image_id = keys.image_id(event.bucket, event.key)
         sequencer = keys.normalise_sequencer(event.sequencer)

@@ -39,23 +39,25 @@ def provision(
 
 
 def ensure_bucket(s3: S3Client, bucket: str, report: Report) -> None:
+    # HEAD first: in us-east-1 CreateBucket also "succeeds" on a bucket you own.
+    try:
+        s3.head_bucket(Bucket=bucket)
+        report(f"bucket {bucket}: exists")
+        return
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code")
+        if code in ("403", "AccessDenied"):
+            raise SystemExit(
+                f"bucket {bucket!r} exists but this account cannot use it (bucket names are "
+                "global): choose another name in .chalice/config.json"
+            ) from exc
+        if code not in ("404", "NoSuchBucket", "NotFound"):
+            raise
     region = s3.meta.region_name
     args: dict[str, Any] = {"Bucket": bucket}
     if region and region != "us-east-1":
         args["CreateBucketConfiguration"] = {"LocationConstraint": region}
-    try:
-        s3.create_bucket(**args)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code")
-        if code == "BucketAlreadyOwnedByYou":
-            report(f"bucket {bucket}: exists")
-            return
-        if code == "BucketAlreadyExists":
-            raise SystemExit(
-                f"bucket name {bucket!r} is taken by another AWS account: "
-                "bucket names are global, choose another in .chalice/config.json"
-            ) from exc
-        raise
+    s3.create_bucket(**args)
     report(f"bucket {bucket}: created")
 
 
@@ -90,9 +92,12 @@ def _add_missing_indexes(
         if index["IndexName"] in existing:
             continue
         _wait_active(ddb, name)
+        used = {k["AttributeName"] for k in index["KeySchema"]}
         ddb.update_table(
             TableName=name,
-            AttributeDefinitions=definition["AttributeDefinitions"],
+            AttributeDefinitions=[
+                a for a in definition["AttributeDefinitions"] if a["AttributeName"] in used
+            ],
             GlobalSecondaryIndexUpdates=[{"Create": index}],
         )
         report(f"table {name}: index {index['IndexName']} added")

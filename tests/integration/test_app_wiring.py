@@ -38,7 +38,8 @@ def test_bare_import_never_fails_on_missing_settings() -> None:
 
 def test_chalice_cli_mode_stops_on_missing_settings() -> None:
     done = run_python("import app", {"AWS_CHALICE_CLI_MODE": "true"})
-    assert done.returncode != 0
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
     assert "SOURCE_BUCKET is required" in done.stderr
     assert "DDB_TABLE is required" in done.stderr
 

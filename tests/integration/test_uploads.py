@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import urllib.request
 from urllib.parse import quote
 
@@ -199,3 +201,38 @@ def test_copy_and_multipart_events_are_creations(stack: Stack) -> None:
     assert stack.deliver(stack.record("big.jpg", "ObjectCreated:CompleteMultipartUpload")) == [
         "processed"
     ]
+
+
+def test_each_event_logs_one_line_with_its_reason(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    stack.put("notes.txt", b"hello")
+    caplog.set_level(logging.INFO, logger="image_pipeline")
+
+    stack.deliver(stack.record("notes.txt"))
+
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "image_pipeline"]
+    assert len(lines) == 1
+    assert lines[0]["key"] == "notes.txt"
+    assert lines[0]["outcome"] == "ignored"
+    assert lines[0]["detail"] == "suffix not in IMAGE_SUFFIXES"
+
+
+def test_versioned_bucket_old_version_deleted_and_delete_marker(stack: Stack) -> None:
+    stack.s3.put_bucket_versioning(Bucket="uploads", VersioningConfiguration={"Status": "Enabled"})
+    stack.upload("v.jpg", jpeg(300, 200))
+    old_version = stack.s3.head_object(Bucket="uploads", Key="v.jpg")["VersionId"]
+    assert stack.upload("v.jpg", jpeg(640, 480)) == ["processed"]
+
+    # Deleting the non-current version leaves the image in place.
+    stack.s3.delete_object(Bucket="uploads", Key="v.jpg", VersionId=old_version)
+    removed = stack.record("v.jpg", "ObjectRemoved:Delete")
+    removed["s3"]["object"]["versionId"] = old_version
+    assert stack.deliver(removed) == ["superseded"]
+    [image] = stack.images()
+    assert (image["width"], image["height"]) == (640, 480)
+
+    # A plain delete creates a delete marker: the image is gone.
+    stack.s3.delete_object(Bucket="uploads", Key="v.jpg")
+    assert stack.deliver(stack.record("v.jpg", "ObjectRemoved:DeleteMarkerCreated")) == ["deleted"]
+    assert stack.images() == [] and stack.keys("resized/") == []

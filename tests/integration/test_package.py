@@ -1,0 +1,85 @@
+"""``chalice package``: the deployment zip must load on Lambda.
+
+Chalice picks manylinux wheels for the runtime of the interpreter it runs
+under; a wheel built from source here (tag ``linux_x86_64``) would not load
+on Lambda. Slow: Chalice downloads the wheels it packages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[2]
+CHALICE = Path(sys.executable).with_name("chalice")
+
+
+def copy_project(target: Path) -> Path:
+    target.mkdir()
+    for name in ("app.py", "requirements.txt"):
+        shutil.copy(PROJECT / name, target / name)
+    shutil.copytree(PROJECT / "chalicelib", target / "chalicelib",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    (target / ".chalice").mkdir()
+    for path in (PROJECT / ".chalice").glob("*.json"):
+        shutil.copy(path, target / ".chalice" / path.name)
+    return target
+
+
+def chalice_package(project: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["AWS_DEFAULT_REGION"] = "us-east-1"
+    return subprocess.run(
+        [str(CHALICE), "package", "--pkg-format", "terraform", "--stage", "dev", str(out)],
+        cwd=project, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_terraform_package_carries_manylinux_pillow(tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "project")
+    done = chalice_package(project, tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+
+    with zipfile.ZipFile(tmp_path / "out" / "deployment.zip") as bundle:
+        names = bundle.namelist()
+        wheels = {
+            name: bundle.read(name).decode() for name in names if name.endswith(".dist-info/WHEEL")
+        }
+    pillow = [text for name, text in wheels.items() if name.startswith("pillow-")]
+    assert len(pillow) == 1
+    tags = [line.split(": ", 1)[1] for line in pillow[0].splitlines() if line.startswith("Tag:")]
+    assert tags and all(t.startswith("cp312-cp312-manylinux") for t in tags), tags
+    for name, text in wheels.items():
+        assert "linux_x86_64" not in text.replace("manylinux", ""), f"{name} was built here"
+    assert any(n.startswith("pillow.libs/") for n in names)
+    assert "app.py" in names and "chalicelib/pipeline.py" in names
+    assert not any(n.startswith(("tests/", "devtools/", "bench/")) for n in names)
+
+    config = json.loads((tmp_path / "out" / "chalice.tf.json").read_text())
+    functions = config["resource"]["aws_lambda_function"]
+    assert {f["runtime"] for f in functions.values()} == {"python3.12"}
+    notification = config["resource"]["aws_s3_bucket_notification"]
+    assert "image-pipeline-dev-uploads" in json.dumps(notification)
+
+
+@pytest.mark.slow
+def test_package_refuses_a_stage_missing_settings(tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "project")
+    config_path = project / ".chalice" / "config.json"
+    config = json.loads(config_path.read_text())
+    del config["stages"]["dev"]["environment_variables"]["SOURCE_BUCKET"]
+    config_path.write_text(json.dumps(config))
+
+    done = chalice_package(project, tmp_path / "out")
+
+    assert done.returncode == 2
+    assert "SOURCE_BUCKET is required" in done.stderr
+    assert "Traceback" not in done.stderr
