@@ -206,7 +206,7 @@ class Pipeline:
         """Read, process and write renditions; None if the object is gone or changed."""
         s = self.settings
         size, etag, uploaded_at = event.size, event.etag, _event_time(event.event_time)
-        if size is None or etag is None:
+        if size is None or etag is None or uploaded_at is None:
             info = self.storage.head(event.bucket, event.key)
             if info is None or (etag is not None and info.etag != etag):
                 return None
@@ -225,11 +225,7 @@ class Pipeline:
             return None
         except TooLarge as exc:
             return _Result(self._failed(base, str(exc)), {})
-        base = base.with_(
-            etag=source.info.etag,
-            size_bytes=source.info.size,
-            uploaded_at=base.uploaded_at or iso(source.info.last_modified),
-        )
+        base = base.with_(etag=source.info.etag, size_bytes=source.info.size)
         try:
             with _phase("process"):
                 image = self.processor(source.data, self.options)
@@ -294,7 +290,7 @@ class Pipeline:
         sequencer: str,
         etag: str,
         size: int,
-        uploaded_at: str | None,
+        uploaded_at: str,
     ) -> ImageRecord:
         now = iso(self.clock())
         return ImageRecord(
@@ -305,7 +301,7 @@ class Pipeline:
             status=Status.FAILED,
             etag=etag,
             size_bytes=size,
-            uploaded_at=uploaded_at or "",
+            uploaded_at=uploaded_at,
             created_at=now,
             updated_at=now,
             sequencer=sequencer,

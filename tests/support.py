@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 from PIL import Image
 
@@ -34,3 +36,15 @@ def size_of(data: bytes) -> tuple[int, int]:
 def format_of(data: bytes) -> str:
     with Image.open(io.BytesIO(data)) as image:
         return str(image.format)
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny valid PNG whose IHDR (with a correct CRC) claims another size:
+    the shape of a decompression bomb, without the bytes."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)

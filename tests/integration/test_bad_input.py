@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import BASE_ENV, Stack, make_stack
-from tests.support import jpeg
+from tests.support import jpeg, png_claiming
 
 
 def failed(stack: Stack, key: str) -> dict[str, object]:
@@ -35,6 +35,13 @@ def test_bad_files_become_failed_records(stack: Stack, key: str, data: bytes, re
     image = failed(stack, key)
     assert reason in str(image["error"]).lower()
     assert stack.keys("resized/") == []
+
+
+def test_decompression_bomb_is_refused_from_its_header(stack: Stack) -> None:
+    assert stack.upload("bomb.png", png_claiming(30000, 30000)) == ["failed"]
+
+    error = str(failed(stack, "bomb.png")["error"])
+    assert "900,000,000 pixels" in error and "MAX_SOURCE_PIXELS=50,000,000" in error
 
 
 def test_too_many_pixels_is_refused(

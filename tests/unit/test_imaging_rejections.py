@@ -6,7 +6,6 @@ import io
 import random
 import struct
 import warnings
-import zlib
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from chalicelib.imaging import (
     read_metadata,
 )
 from chalicelib.imaging.decode import decoding
+from tests.support import png_claiming
 
 NOT_AN_IMAGE = "not an image this pipeline accepts (allowed: JPEG, PNG, WebP, GIF, TIFF, BMP)"
 OPTIONS = ImagingOptions(parse_renditions("t=64"))
@@ -41,15 +41,6 @@ def rejected(data: bytes, max_pixels: int = 50_000_000, *, in_headers: bool = Tr
             read_metadata(data, max_pixels)
         assert str(caught_again.value) == str(caught.value)
     return str(caught.value)
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A tiny valid PNG whose IHDR (with a correct CRC) claims another size."""
-    data = bytearray(encoded(Image.new("RGB", (1, 1)), "PNG"))
-    assert data[12:16] == b"IHDR"
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    return bytes(data)
 
 
 FOREIGN = {
