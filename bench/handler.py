@@ -14,12 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import socket
 import statistics
-import subprocess
-import sys
-import time
-import urllib.request
 
 import boto3
 
@@ -28,27 +23,8 @@ from chalicelib.factory import build_pipeline
 from chalicelib.models import EventKind, ObjectEvent
 from chalicelib.pipeline import Outcome, Stopwatch
 from chalicelib.settings import Settings
+from devtools.emulator import moto_server
 from devtools.provision import provision
-
-
-def start_moto() -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=2).close()
-            return proc, url
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("moto server did not start")
 
 
 def main() -> None:
@@ -56,44 +32,46 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--size", choices=sorted(SIZES), default="12mp")
     args = parser.parse_args()
-    proc, url = start_moto()
+    with moto_server() as url:
+        runs, size = run(args.size, args.repeats, url)
+    phases = ["get", "process", "put", "record", "total"]
+    width, height = SIZES[args.size]
+    print(f"{args.size} JPEG ({width}x{height}, {size:,} bytes), {args.repeats} runs, "
+          f"Python {platform.python_version()}, {os.cpu_count()} CPUs")  # fmt: skip
+    print("| phase | median ms |")
+    print("|---|---|")
+    for phase in phases:
+        print(f"| {phase} | {statistics.median(r.get(phase, 0.0) for r in runs):.1f} |")
+
+
+def run(size_name: str, repeats: int, url: str) -> tuple[list[dict[str, float]], int]:
+    """Per-phase milliseconds of ``repeats`` created events, after one warm-up."""
     os.environ.update(
         AWS_ENDPOINT_URL=url,
         AWS_ACCESS_KEY_ID="bench",
         AWS_SECRET_ACCESS_KEY="bench",
         AWS_DEFAULT_REGION="us-east-1",
     )
-    try:
-        settings = Settings.from_env({"SOURCE_BUCKET": "bench", "DDB_TABLE": "bench"})
-        provision(settings, report=lambda _: None)
-        runs: list[dict[str, float]] = []
+    settings = Settings.from_env({"SOURCE_BUCKET": "bench", "DDB_TABLE": "bench"})
+    provision(settings, report=lambda _: None)
+    runs: list[dict[str, float]] = []
 
-        def observe(event: ObjectEvent, outcome: Outcome, watch: Stopwatch) -> None:
-            assert outcome is Outcome.PROCESSED, outcome
-            runs.append(watch.ms)
+    def observe(event: ObjectEvent, outcome: Outcome, watch: Stopwatch) -> None:
+        assert outcome is Outcome.PROCESSED, outcome
+        runs.append(watch.ms)
 
-        pipeline = build_pipeline(settings)
-        pipeline.observer = observe
-        data = jpeg_bytes(*SIZES[args.size])
-        s3 = boto3.client("s3")
-        for i in range(args.repeats + 1):  # the first run warms connections up
-            etag = s3.put_object(Bucket="bench", Key="photo.jpg", Body=data)["ETag"].strip('"')
-            event = ObjectEvent(
-                "bench", "photo.jpg", EventKind.CREATED, "ObjectCreated:Put",
-                size=len(data), etag=etag, sequencer=f"{i + 1:018X}",
-            )  # fmt: skip
-            pipeline.handle(event)
-        runs = runs[1:]
-    finally:
-        proc.terminate()
-    phases = ["get", "process", "put", "record", "total"]
-    width, height = SIZES[args.size]
-    print(f"{args.size} JPEG ({width}x{height}, {len(data):,} bytes), {args.repeats} runs, "
-          f"Python {platform.python_version()}, {os.cpu_count()} CPUs")  # fmt: skip
-    print("| phase | median ms |")
-    print("|---|---|")
-    for phase in phases:
-        print(f"| {phase} | {statistics.median(r.get(phase, 0.0) for r in runs):.1f} |")
+    pipeline = build_pipeline(settings)
+    pipeline.observer = observe
+    data = jpeg_bytes(*SIZES[size_name])
+    s3 = boto3.client("s3")
+    for i in range(repeats + 1):
+        etag = s3.put_object(Bucket="bench", Key="photo.jpg", Body=data)["ETag"].strip('"')
+        event = ObjectEvent(
+            "bench", "photo.jpg", EventKind.CREATED, "ObjectCreated:Put",
+            size=len(data), etag=etag, sequencer=f"{i + 1:018X}",
+        )  # fmt: skip
+        pipeline.handle(event)
+    return runs[1:], len(data)
 
 
 if __name__ == "__main__":
