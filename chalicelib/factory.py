@@ -7,7 +7,9 @@ emulator; nothing here names one.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -32,12 +34,50 @@ def s3_client() -> S3Client:
 
 
 def build_repository(settings: Settings) -> Repository:
-    if settings.db_backend == "dynamodb":
-        from chalicelib.repositories.dynamodb import DynamoRepository
+    if settings.db_backend == "mysql":
+        from chalicelib.repositories.mysql import Connector, MySQLRepository
 
-        table = boto3.resource("dynamodb", config=_CONFIG).Table(settings.ddb_table)
-        return DynamoRepository(table)
-    raise NotImplementedError(f"DB_BACKEND={settings.db_backend} is not available yet")
+        return MySQLRepository(Connector(mysql_connect(settings)))
+    from chalicelib.repositories.dynamodb import DynamoRepository
+
+    table = boto3.resource("dynamodb", config=_CONFIG).Table(settings.ddb_table)
+    return DynamoRepository(table)
+
+
+def mysql_connect(settings: Settings, database: str | None = None) -> Callable[[], Any]:
+    """A function that opens a connection to the stage's MySQL database.
+
+    With ``DB_SECRET_ARN`` the password (and any host, port, username or
+    dbname the secret holds, as RDS-managed secrets do) is read from Secrets
+    Manager at each connect, so a rotated password is picked up on reconnect.
+    """
+    from chalicelib.repositories.mysql import connect_function
+
+    def connect() -> Any:
+        host, port, user = settings.db_host, settings.db_port, settings.db_user
+        password, name = settings.db_password, settings.db_name
+        if settings.db_secret_arn:
+            secret = read_secret(settings.db_secret_arn)
+            password = secret.get("password", password)
+            host, user = secret.get("host", host), secret.get("username", user)
+            port, name = int(secret.get("port", port)), secret.get("dbname", name)
+        return connect_function(
+            host, port, user, password, name if database is None else database
+        )()
+
+    return connect
+
+
+def read_secret(arn: str) -> dict[str, Any]:
+    """A Secrets Manager secret: a JSON object, or a bare string taken as the password."""
+    text = boto3.client("secretsmanager", config=_CONFIG).get_secret_value(SecretId=arn)[
+        "SecretString"
+    ]
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"password": text}
+    return value if isinstance(value, dict) else {"password": text}
 
 
 def build_notifier(settings: Settings) -> Notifier:

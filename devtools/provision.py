@@ -36,6 +36,29 @@ def provision(
         ensure_bucket(s3, bucket, report)
     if settings.db_backend == "dynamodb":
         ensure_table(ddb or boto3.client("dynamodb"), settings.ddb_table, report)
+    else:
+        ensure_schema(settings, report)
+
+
+def ensure_schema(settings: Settings, report: Report) -> None:
+    """Create ``DB_NAME`` if it is missing, then apply pending migrations."""
+    from chalicelib.factory import mysql_connect
+    from chalicelib.repositories.mysql_schema import migrate
+
+    server = mysql_connect(settings, database="")()
+    try:
+        with server.cursor() as cur:
+            name = settings.db_name.replace("`", "``")
+            cur.execute(
+                f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+            )
+    finally:
+        server.close()
+    connection = mysql_connect(settings)()
+    try:
+        migrate(connection, report)
+    finally:
+        connection.close()
 
 
 def ensure_bucket(s3: S3Client, bucket: str, report: Report) -> None:

@@ -8,6 +8,16 @@ from typing import Any
 
 from chalicelib.models import ImageRecord, Rendition, Status
 
+# Index sort keys are cut to fit DynamoDB's 1024-byte range-key limit (and a
+# MySQL index): S3 keys alone may reach 1024 bytes. Keys that share their
+# first ~980 bytes page in table-key order among themselves, still stably.
+_SORT_BYTES = 1000
+
+
+def sort_value(uploaded_at: str, key: str) -> bytes:
+    """Listing order: newest first by upload time, then by key (both descending)."""
+    return f"{uploaded_at}#{key}".encode()[:_SORT_BYTES]
+
 
 def record_to_doc(record: ImageRecord) -> dict[str, Any]:
     doc = record.to_api()

@@ -81,15 +81,8 @@ def _image_key(image_id: str) -> dict[str, str]:
     return {"pk": f"IMG#{image_id}", "sk": "IMG"}
 
 
-# DynamoDB limits a range key to 1024 bytes; S3 keys alone may reach that.
-_SORT_KEY_BYTES = 1000
-
-
 def _sort_value(uploaded_at: str, key: str) -> str:
-    """Index sort key: newest first, then by key. Long keys are cut (ties that
-    share their first ~980 bytes page in table-key order, still stably)."""
-    value = f"{uploaded_at}#{key}".encode()[:_SORT_KEY_BYTES]
-    return value.decode("utf-8", errors="ignore")
+    return codec.sort_value(uploaded_at, key).decode("utf-8", errors="ignore")
 
 
 def _conflict(exc: ClientError) -> bool:

@@ -7,22 +7,88 @@ from __future__ import annotations
 import importlib
 import itertools
 import json
+import os
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import quote_plus
+from urllib.parse import quote_plus, unquote, urlsplit
 
 import boto3
+import pymysql
 import pytest
 from chalice.test import Client
 
 from chalicelib import settings as settings_module
+from chalicelib.factory import mysql_connect
 from chalicelib.settings import Settings
 from devtools.emulator import moto_server, reset
-from devtools.provision import provision
+from devtools.provision import ensure_schema, provision
+
+MYSQL_HELP = (
+    "needs a MySQL or MariaDB server: set MYSQL_TEST_URL=mysql://USER:PASSWORD@HOST:PORT "
+    "(default mysql://root@127.0.0.1:3306), e.g. after `apt-get install mariadb-server` "
+    "or with .ci/mariadb, which starts or installs one"
+)
+
+
+@pytest.fixture(scope="session")
+def mysql_server() -> dict[str, str]:
+    """Connection settings of the test server; a missing server fails under CI."""
+    url = urlsplit(os.environ.get("MYSQL_TEST_URL", "mysql://root@127.0.0.1:3306"))
+    server = {
+        "DB_HOST": url.hostname or "127.0.0.1",
+        "DB_PORT": str(url.port or 3306),
+        "DB_USER": unquote(url.username or "root"),
+        "DB_PASSWORD": unquote(url.password or ""),
+    }
+    try:
+        pymysql.connect(
+            host=server["DB_HOST"], port=int(server["DB_PORT"]), user=server["DB_USER"],
+            password=server["DB_PASSWORD"], connect_timeout=5,
+        ).close()  # fmt: skip
+    except pymysql.err.Error as exc:
+        message = f"MySQL tests {MYSQL_HELP} ({exc})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return server
+
+
+@pytest.fixture(scope="session")
+def mysql_database(mysql_server: dict[str, str]) -> Iterator[dict[str, str]]:
+    """A fresh database for this run, at the latest schema; dropped afterwards."""
+    env = mysql_server | {"DB_NAME": f"image_pipeline_test_{uuid.uuid4().hex[:12]}"}
+    settings = Settings.from_env(BASE_ENV | env | {"DB_BACKEND": "mysql"})
+    ensure_schema(settings, report=lambda _: None)
+    yield env
+    connection = mysql_connect(settings)()
+    with connection.cursor() as cur:
+        cur.execute(f"DROP DATABASE `{env['DB_NAME']}`")
+    connection.close()
+
+
+@pytest.fixture
+def mysql_env(mysql_database: dict[str, str]) -> dict[str, str]:
+    """The run's database, emptied for this test."""
+    settings = Settings.from_env(BASE_ENV | mysql_database | {"DB_BACKEND": "mysql"})
+    connection = mysql_connect(settings)()
+    with connection.cursor() as cur:
+        cur.execute("DELETE FROM images")
+        cur.execute("DELETE FROM folders")
+    connection.close()
+    return mysql_database | {"DB_BACKEND": "mysql"}
+
+
+@pytest.fixture(params=["dynamodb", "mysql"])
+def base_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The minimal stage environment, once per repository backend."""
+    if request.param == "mysql":
+        return BASE_ENV | request.getfixturevalue("mysql_env")
+    return dict(BASE_ENV)
 
 
 @pytest.fixture(scope="session")
@@ -168,5 +234,7 @@ def make_stack(env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 @pytest.fixture
-def stack(aws: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Stack:
-    return make_stack(dict(BASE_ENV), tmp_path, monkeypatch)
+def stack(
+    aws: str, base_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Stack:
+    return make_stack(base_env, tmp_path, monkeypatch)

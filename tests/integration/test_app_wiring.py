@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
+import pymysql
 import pytest
 from botocore.exceptions import ClientError
 
+from chalicelib.factory import mysql_connect
 from devtools.provision import provision
 from tests.integration.conftest import BASE_ENV, Stack, load_app, make_stack
 from tests.support import jpeg
@@ -66,20 +70,37 @@ def test_sqs_mode_registers_only_the_queue_consumer(monkeypatch: pytest.MonkeyPa
 def test_database_outage_raises_and_the_retry_converges(stack: Stack) -> None:
     stack.put("retry.jpg", jpeg(400, 300))
     event = stack.record("retry.jpg")
-    boto3.client("dynamodb").delete_table(TableName="images")
 
-    with pytest.raises(ClientError, match="ResourceNotFoundException"):
+    with database_down(stack), pytest.raises((ClientError, pymysql.err.Error)):
         stack.deliver(event)
 
-    provision(stack.settings, report=lambda _: None)
     assert stack.deliver(event) == ["processed"]
     assert [i["key"] for i in stack.images()] == ["retry.jpg"]
 
 
+@contextmanager
+def database_down(stack: Stack) -> Iterator[None]:
+    """The records' store is unreachable for the block: the DynamoDB table is
+    gone, or the MySQL table is renamed away under the live connection."""
+    if stack.settings.db_backend == "dynamodb":
+        boto3.client("dynamodb").delete_table(TableName=stack.settings.ddb_table)
+        yield
+        provision(stack.settings, report=lambda _: None)
+        return
+    connection = mysql_connect(stack.settings)()
+    with connection.cursor() as cur:
+        cur.execute("RENAME TABLE images TO images_away")
+        try:
+            yield
+        finally:
+            cur.execute("RENAME TABLE images_away TO images")
+    connection.close()
+
+
 def test_rendition_write_failure_raises_and_leaves_no_record(
-    aws: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    aws: str, base_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stack = make_stack(BASE_ENV | {"DEST_BUCKET": "renditions"}, tmp_path, monkeypatch)
+    stack = make_stack(base_env | {"DEST_BUCKET": "renditions"}, tmp_path, monkeypatch)
     stack.put("photo.jpg", jpeg(400, 300))
     event = stack.record("photo.jpg")
     boto3.client("s3").delete_bucket(Bucket="renditions")

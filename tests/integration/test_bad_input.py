@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import BASE_ENV, Stack, make_stack
+from tests.integration.conftest import Stack, make_stack
 from tests.support import jpeg, png_claiming
 
 
@@ -45,18 +45,18 @@ def test_decompression_bomb_is_refused_from_its_header(stack: Stack) -> None:
 
 
 def test_too_many_pixels_is_refused(
-    aws: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    aws: str, base_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stack = make_stack(BASE_ENV | {"MAX_SOURCE_PIXELS": "100000"}, tmp_path, monkeypatch)
+    stack = make_stack(base_env | {"MAX_SOURCE_PIXELS": "100000"}, tmp_path, monkeypatch)
 
     assert stack.upload("huge.jpg", jpeg(800, 600)) == ["failed"]
     assert "MAX_SOURCE_PIXELS" in str(failed(stack, "huge.jpg")["error"])
 
 
 def test_too_many_bytes_is_not_downloaded(
-    aws: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    aws: str, base_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stack = make_stack(BASE_ENV | {"MAX_SOURCE_BYTES": "100000"}, tmp_path, monkeypatch)
+    stack = make_stack(base_env | {"MAX_SOURCE_BYTES": "100000"}, tmp_path, monkeypatch)
     stack.put("heavy.jpg", jpeg(300, 200))
     # The event's size decides, before any GET: were the object downloaded,
     # these few kilobytes would have been processed.
