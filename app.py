@@ -25,6 +25,7 @@ from chalice import (
     CORSConfig,
     IAMAuthorizer,
     NotFoundError,
+    Rate,
 )
 from chalice.app import S3Event, SQSEvent
 
@@ -102,6 +103,18 @@ elif SETTINGS is not None:
     handle_queued_events = app.on_sqs_message(queue=SETTINGS.events_queue, batch_size=10)(
         handle_queued_events
     )
+
+
+if SETTINGS is not None and SETTINGS.db_backend == "mysql":
+
+    @app.schedule(Rate(1, unit=Rate.HOURS), name="purge_tombstones")
+    def purge_tombstones(event: Any) -> int:
+        """MySQL has no TTL: delete tombstones past their expiry once an hour."""
+        from chalicelib.repositories.mysql import MySQLRepository
+
+        repository = _pipeline().repository
+        assert isinstance(repository, MySQLRepository)
+        return repository.purge_tombstones()
 
 
 @app.lambda_function(name="extract_metadata")

@@ -43,7 +43,7 @@ Presigner = Callable[[str, str], str]
 
 class ImagesApi:
     def __init__(self, repository: Repository, source_bucket: str, presign: Presigner) -> None:
-        self._repo = repository
+        self.repository = repository
         self._bucket = source_bucket
         self._presign = presign
 
@@ -58,7 +58,7 @@ class ImagesApi:
                 raise BadRequest("key must be an S3 key of 1 to 1024 bytes")
             if "next_token" in params:
                 raise BadRequest("next_token does not go with key: a key lists at most one image")
-            record = self._repo.get(keys.image_id(self._bucket, key))
+            record = self.repository.get(keys.image_id(self._bucket, key))
             matches = (
                 record is not None
                 and record.status is status
@@ -70,8 +70,8 @@ class ImagesApi:
         after = None
         if "next_token" in params:
             after = _token(params["next_token"], digest, 3)
-        page = self._repo.list_images(
-            ImageQuery(status=status, folder=folder, limit=limit, after=_triple(after))
+        page = self.repository.list_images(
+            ImageQuery(status=status, folder=folder, limit=limit, after=after)
         )
         return {
             "images": [self.image(r) for r in page.items],
@@ -81,7 +81,7 @@ class ImagesApi:
     def get_image(self, image_id: str) -> dict[str, Any]:
         if not image_id or len(image_id) > 64 or not _urlsafe(image_id):
             raise BadRequest("image_id must be the id of a listed image ([A-Za-z0-9_-])")
-        record = self._repo.get(image_id)
+        record = self.repository.get(image_id)
         if record is None:
             raise NotFound(f"no image with id {image_id}")
         return self.image(record)
@@ -91,7 +91,7 @@ class ImagesApi:
         limit = _limit(params.get("limit"))
         digest = _digest("folders")
         after = _token(params["next_token"], digest, 1)[0] if "next_token" in params else None
-        page = self._repo.list_folders(limit, after)
+        page = self.repository.list_folders(limit, after)
         return {
             "folders": [f.to_api() for f in page.items],
             "next_token": _make_token(page, digest),
@@ -184,10 +184,3 @@ def _token(token: str, digest: str, size: int) -> tuple[str, ...]:
     ):
         raise invalid
     return tuple(value[1:])
-
-
-def _triple(value: tuple[str, ...] | None) -> tuple[str, str, str] | None:
-    if value is None:
-        return None
-    uploaded_at, key, image_id = value
-    return uploaded_at, key, image_id

@@ -59,10 +59,13 @@ class ImageQuery:
     status: Status = Status.PROCESSED
     folder: str | None = None  # None: every folder; "": the root
     limit: int = 50
-    after: tuple[str, str, str] | None = None  # (uploaded_at, key, id) of the last item seen
+    after: tuple[str, ...] | None = None  # (uploaded_at, key, id) of the last item seen
 
 
 class Repository(abc.ABC):
+    def close(self) -> None:  # noqa: B027  (most backends hold nothing to release)
+        """Release connections (a container going away, a test ending)."""
+
     # -- images ---------------------------------------------------------------
     @abc.abstractmethod
     def load(self, image_id: str) -> StoredImage | None:

@@ -179,6 +179,9 @@ class MySQLRepository(Repository):
     def __init__(self, connector: Connector) -> None:
         self._db = connector
 
+    def close(self) -> None:
+        self._db.close()
+
     # -- images ---------------------------------------------------------------
     def load(self, image_id: str) -> StoredImage | None:
         def work(cur: Cursor) -> StoredImage | None:

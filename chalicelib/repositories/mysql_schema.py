@@ -22,7 +22,7 @@ from typing import Any
 
 _TABLE = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
 
-MIGRATIONS: list[tuple[int, str, list[str]]] = [
+MIGRATIONS: list[tuple[int, str, list[str]]] = [  # (version, description, statements)
     (
         1,
         "images and folders",
@@ -74,9 +74,12 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
 LATEST = MIGRATIONS[-1][0]
 
 
-def migrate(connection: Any, report: Any = print) -> int:
-    """Bring the schema of ``connection``'s database to ``LATEST``; returns
-    the number of migrations applied."""
+Migration = tuple[int, str, list[str]]
+
+
+def migrate(connection: Any, report: Any = print, migrations: list[Migration] | None = None) -> int:
+    """Bring the schema of ``connection``'s database to the last of
+    ``migrations`` (default: this release's); returns how many were applied."""
     applied = 0
     with connection.cursor() as cur:
         cur.execute("SELECT GET_LOCK('image_pipeline_migrate', 60)")
@@ -91,7 +94,7 @@ def migrate(connection: Any, report: Any = print) -> int:
             cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")
             row = cur.fetchone()
             current = int(row[0]) if row else 0
-            for version, description, statements in MIGRATIONS:
+            for version, description, statements in migrations or MIGRATIONS:
                 if version <= current:
                     continue
                 for statement in statements:

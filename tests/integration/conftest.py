@@ -202,6 +202,7 @@ class Stack:
 
 
 BASE_ENV = {"SOURCE_BUCKET": "uploads", "DDB_TABLE": "images"}
+LOADED: list[ModuleType] = []
 
 
 def load_app(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> ModuleType:
@@ -214,6 +215,7 @@ def load_app(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> ModuleType
     sys.modules.pop("app", None)
     module = importlib.import_module("app")
     monkeypatch.setitem(sys.modules, "app", module)
+    LOADED.append(module)
     return module
 
 
@@ -231,6 +233,18 @@ def make_stack(env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPa
     (project / ".chalice" / "config.json").write_text(json.dumps(config))
     client = Client(app.app, stage_name="test", project_dir=str(project))
     return Stack(env, settings, app, client, boto3.client("s3"))
+
+
+@pytest.fixture(autouse=True)
+def _close_apps() -> Iterator[None]:
+    """Release the connections of the app modules a test loaded, as a Lambda
+    container going away would."""
+    yield
+    for app in LOADED:
+        for getter in (app._pipeline, app._api):
+            if getter.cache_info().currsize:
+                getter().repository.close()
+    LOADED.clear()
 
 
 @pytest.fixture
