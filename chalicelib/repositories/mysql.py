@@ -175,6 +175,36 @@ def _record(row: Sequence[Any]) -> ImageRecord:
     )
 
 
+def image_row(record: ImageRecord) -> dict[str, Any]:
+    """The ``images`` columns (all but ``id`` and ``version``) of a live record."""
+    return {
+        "bucket": record.bucket,
+        "s3_key": record.key,
+        "folder": record.folder,
+        "folder_hash": keys.image_id("", record.folder),
+        "state": "live",
+        "seq": record.sequencer,
+        "status": str(record.status),
+        "error": record.error,
+        "format": record.format,
+        "content_type": record.content_type,
+        "width": record.width,
+        "height": record.height,
+        "size_bytes": record.size_bytes,
+        "etag": record.etag,
+        "renditions": _json({n: r.to_dict() for n, r in record.renditions.items()}),
+        "metadata": _json(record.metadata),
+        "fingerprint": record.fingerprint,
+        "pending": record.pending_event,
+        "tombstone": None,
+        "uploaded_at": _dt(record.uploaded_at),
+        "created_at": _dt(record.created_at),
+        "updated_at": _dt(record.updated_at),
+        "expires_at": None,
+        "list_sort": codec.sort_value(record.uploaded_at, record.key),
+    }
+
+
 class MySQLRepository(Repository):
     def __init__(self, connector: Connector) -> None:
         self._db = connector
@@ -211,33 +241,7 @@ class MySQLRepository(Repository):
         return self._db.run(work)
 
     def save(self, record: ImageRecord, expected_version: int | None) -> int:
-        values = {
-            "bucket": record.bucket,
-            "s3_key": record.key,
-            "folder": record.folder,
-            "folder_hash": keys.image_id("", record.folder),
-            "state": "live",
-            "seq": record.sequencer,
-            "status": str(record.status),
-            "error": record.error,
-            "format": record.format,
-            "content_type": record.content_type,
-            "width": record.width,
-            "height": record.height,
-            "size_bytes": record.size_bytes,
-            "etag": record.etag,
-            "renditions": _json({n: r.to_dict() for n, r in record.renditions.items()}),
-            "metadata": _json(record.metadata),
-            "fingerprint": record.fingerprint,
-            "pending": record.pending_event,
-            "tombstone": None,
-            "uploaded_at": _dt(record.uploaded_at),
-            "created_at": _dt(record.created_at),
-            "updated_at": _dt(record.updated_at),
-            "expires_at": None,
-            "list_sort": codec.sort_value(record.uploaded_at, record.key),
-        }
-        return self._swap(record.id, values, expected_version)
+        return self._swap(record.id, image_row(record), expected_version)
 
     def bury(
         self,
