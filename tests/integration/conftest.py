@@ -29,9 +29,10 @@ from devtools.emulator import moto_server, reset
 from devtools.provision import ensure_schema, provision
 
 MYSQL_HELP = (
-    "needs a MySQL or MariaDB server: set MYSQL_TEST_URL=mysql://USER:PASSWORD@HOST:PORT "
-    "(default mysql://root@127.0.0.1:3306), e.g. after `apt-get install mariadb-server` "
-    "or with .ci/mariadb, which starts or installs one"
+    "the MySQL tests need a MySQL or MariaDB server: set "
+    "MYSQL_TEST_URL=mysql://USER:PASSWORD@HOST:PORT (default mysql://root@127.0.0.1:3306), "
+    "e.g. after `apt-get install mariadb-server` or with .ci/mariadb, which starts or "
+    "installs one"
 )
 
 
@@ -51,7 +52,7 @@ def mysql_server() -> dict[str, str]:
             password=server["DB_PASSWORD"], connect_timeout=5,
         ).close()  # fmt: skip
     except pymysql.err.Error as exc:
-        message = f"MySQL tests {MYSQL_HELP} ({exc})"
+        message = f"{MYSQL_HELP} ({exc})"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
