@@ -136,6 +136,7 @@ class Folder:
     prefix: str
     has_marker: bool
     created_at: str
+    pending_event: str | None = None  # "folder.created"/"folder.deleted" not yet published
 
     def to_api(self) -> dict[str, Any]:
         return {"prefix": self.prefix, "has_marker": self.has_marker, "created_at": self.created_at}

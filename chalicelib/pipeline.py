@@ -389,37 +389,49 @@ class Pipeline:
 
     # -- folders --------------------------------------------------------------
     def _folder(self, event: ObjectEvent) -> Outcome:
+        """Folder markers (keys ending in '/'): the object decides, as for images.
+
+        The notification is marked pending with the write and cleared once
+        published, so a retry after a failed publish still sends it.
+        """
         prefix = event.key
         now = iso(self.clock())
         exists = self.storage.head(event.bucket, prefix) is not None
+        before = self.repository.get_folder(prefix)
         if event.kind is EventKind.CREATED:
             if not exists:
+                _note("the marker object is gone")
                 return Outcome.SUPERSEDED
-            before = self.repository.get_folder(prefix)
-            folder = self.repository.set_marker(prefix, True, now)
+            if before is not None and before.has_marker:
+                self._publish_folder(before, "folder.created")
+                return Outcome.DUPLICATE
+            folder = self.repository.set_marker(prefix, True, now, self._pending("folder.created"))
             self.repository.touch_folders(keys.ancestors(prefix)[:-1], now)
-            if before is None or not before.has_marker:
-                self._publish_folder("folder.created", folder)
-                return Outcome.FOLDER_CREATED
-            return Outcome.DUPLICATE
+            self._publish_folder(folder, "folder.created")
+            return Outcome.FOLDER_CREATED
         if exists:
+            _note("the marker object still exists")
             return Outcome.SUPERSEDED
-        before = self.repository.get_folder(prefix)
         if before is None:
             return Outcome.DUPLICATE
-        folder = self.repository.set_marker(prefix, False, now)
+        outcome = Outcome.DUPLICATE
+        folder = before
+        if before.has_marker:
+            folder = self.repository.set_marker(prefix, False, now, self._pending("folder.deleted"))
+            outcome = Outcome.FOLDER_DELETED
         for record in self.repository.images_under(prefix):
             if self.storage.head(record.bucket, record.key) is None:
                 self._removed(
                     ObjectEvent(record.bucket, record.key, EventKind.REMOVED, "FolderCleanup")
                 )
+        self._publish_folder(folder, "folder.deleted")
         for parent in reversed(keys.ancestors(prefix)):
             if not self.repository.remove_folder_if_empty(parent):
                 break
-        if before.has_marker:
-            self._publish_folder("folder.deleted", folder)
-            return Outcome.FOLDER_DELETED
-        return Outcome.DUPLICATE
+        return outcome
+
+    def _pending(self, event: str) -> str | None:
+        return event if self.notifier.enabled else None
 
     # -- notifications --------------------------------------------------------
     def _notify(
@@ -432,10 +444,13 @@ class Pipeline:
         with contextlib.suppress(Conflict):
             self.repository.clear_pending(image_id, version)
 
-    def _publish_folder(self, event: str, folder: Folder) -> None:
-        if self.notifier.enabled:
-            body: dict[str, Any] = {"folder": folder.to_api()}
-            self.notifier.publish(event, body)
+    def _publish_folder(self, folder: Folder, event: str) -> None:
+        """Publish the folder's pending ``event``, if it has that one pending."""
+        if folder.pending_event != event or not self.notifier.enabled:
+            return
+        body: dict[str, Any] = {"folder": folder.to_api()}
+        self.notifier.publish(event, body)
+        self.repository.clear_folder_pending(folder.prefix)
 
 
 def _event_time(value: str | None) -> str | None:

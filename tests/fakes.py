@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from chalicelib.models import Folder, ImageRecord, Page
 from chalicelib.repositories.base import (
     Conflict,
@@ -75,11 +77,17 @@ class MemoryRepository(Repository):
         for prefix in prefixes:
             self.folders.setdefault(prefix, Folder(prefix, False, now))
 
-    def set_marker(self, prefix: str, has_marker: bool, now: str) -> Folder:
+    def set_marker(
+        self, prefix: str, has_marker: bool, now: str, pending_event: str | None = None
+    ) -> Folder:
         old = self.folders.get(prefix)
-        folder = Folder(prefix, has_marker, old.created_at if old else now)
+        folder = Folder(prefix, has_marker, old.created_at if old else now, pending_event)
         self.folders[prefix] = folder
         return folder
+
+    def clear_folder_pending(self, prefix: str) -> None:
+        if prefix in self.folders:
+            self.folders[prefix] = replace(self.folders[prefix], pending_event=None)
 
     def remove_folder_if_empty(self, prefix: str) -> bool:
         folder = self.folders.get(prefix)

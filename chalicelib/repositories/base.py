@@ -107,8 +107,15 @@ class Repository(abc.ABC):
         """Make sure these folders exist (they hold an image), without touching markers."""
 
     @abc.abstractmethod
-    def set_marker(self, prefix: str, has_marker: bool, now: str) -> Folder:
-        """Record that the folder's marker object exists or is gone."""
+    def set_marker(
+        self, prefix: str, has_marker: bool, now: str, pending_event: str | None = None
+    ) -> Folder:
+        """Record that the folder's marker object exists or is gone, and the
+        notification of that not yet published."""
+
+    @abc.abstractmethod
+    def clear_folder_pending(self, prefix: str) -> None:
+        """The folder's notification is out."""
 
     @abc.abstractmethod
     def remove_folder_if_empty(self, prefix: str) -> bool:

@@ -244,21 +244,37 @@ class DynamoRepository(Repository):
                 },
             )
 
-    def set_marker(self, prefix: str, has_marker: bool, now: str) -> Folder:
+    def set_marker(
+        self, prefix: str, has_marker: bool, now: str, pending_event: str | None = None
+    ) -> Folder:
+        values: dict[str, Any] = {":now": now, ":marker": has_marker, ":touch": uuid.uuid4().hex}
+        update = (
+            "SET created_at = if_not_exists(created_at, :now), has_marker = :marker, "
+            "touched = :touch"
+        )
+        if pending_event:
+            update += ", pending = :pending"
+            values[":pending"] = pending_event
+        else:
+            update += " REMOVE pending"
         response = self._table.update_item(
             Key={"pk": FOLDER_PK, "sk": prefix},
-            UpdateExpression=(
-                "SET created_at = if_not_exists(created_at, :now), "
-                "has_marker = :marker, touched = :touch"
-            ),
-            ExpressionAttributeValues={
-                ":now": now,
-                ":marker": has_marker,
-                ":touch": uuid.uuid4().hex,
-            },
+            UpdateExpression=update,
+            ExpressionAttributeValues=values,
             ReturnValues="ALL_NEW",
         )
         return _folder(response["Attributes"])
+
+    def clear_folder_pending(self, prefix: str) -> None:
+        try:
+            self._table.update_item(
+                Key={"pk": FOLDER_PK, "sk": prefix},
+                UpdateExpression="REMOVE pending",
+                ConditionExpression=Attr("pk").exists(),
+            )
+        except ClientError as exc:
+            if not _conflict(exc):
+                raise
 
     def remove_folder_if_empty(self, prefix: str) -> bool:
         item = self._table.get_item(Key={"pk": FOLDER_PK, "sk": prefix}, ConsistentRead=True).get(
@@ -340,4 +356,5 @@ def _folder(item: dict[str, Any]) -> Folder:
         prefix=str(item["sk"]),
         has_marker=bool(item.get("has_marker")),
         created_at=str(item["created_at"]),
+        pending_event=str(item["pending"]) if item.get("pending") else None,
     )

@@ -139,6 +139,8 @@ _IMAGE_COLUMNS = (
     "size_bytes, etag, renditions, metadata, fingerprint, pending, seq, "
     "uploaded_at, created_at, updated_at"
 )
+_FOLDER_COLUMNS = "prefix, has_marker, created_at, pending"
+_SELECT_FOLDER = f"SELECT {_FOLDER_COLUMNS} FROM folders WHERE prefix_sort = %s"  # noqa: S608
 _WRITE_COLUMNS = (
     "bucket", "s3_key", "folder", "folder_hash", "state", "seq", "status", "error", "format",
     "content_type", "width", "height", "size_bytes", "etag", "renditions", "metadata",
@@ -357,10 +359,7 @@ class MySQLRepository(Repository):
     # -- folders --------------------------------------------------------------
     def get_folder(self, prefix: str) -> Folder | None:
         def work(cur: Cursor) -> Folder | None:
-            cur.execute(
-                "SELECT prefix, has_marker, created_at FROM folders WHERE prefix_sort = %s",
-                (prefix.encode(),),
-            )
+            cur.execute(_SELECT_FOLDER, (prefix.encode(),))
             row = cur.fetchone()
             return _folder(row) if row else None
 
@@ -383,24 +382,31 @@ class MySQLRepository(Repository):
 
         self._db.run(work)
 
-    def set_marker(self, prefix: str, has_marker: bool, now: str) -> Folder:
+    def set_marker(
+        self, prefix: str, has_marker: bool, now: str, pending_event: str | None = None
+    ) -> Folder:
         def work(cur: Cursor) -> Folder:
             cur.execute(
-                "INSERT INTO folders (prefix_sort, prefix, has_marker, created_at, touched)"
-                " VALUES (%s, %s, %s, %s, %s)"
+                "INSERT INTO folders (prefix_sort, prefix, has_marker, created_at, touched,"
+                " pending) VALUES (%s, %s, %s, %s, %s, %s)"
                 " ON DUPLICATE KEY UPDATE has_marker = VALUES(has_marker),"
-                " touched = VALUES(touched)",
-                (prefix.encode(), prefix, has_marker, _dt(now), uuid.uuid4().hex),
+                " touched = VALUES(touched), pending = VALUES(pending)",
+                (prefix.encode(), prefix, has_marker, _dt(now), uuid.uuid4().hex, pending_event),
             )
-            cur.execute(
-                "SELECT prefix, has_marker, created_at FROM folders WHERE prefix_sort = %s",
-                (prefix.encode(),),
-            )
+            cur.execute(_SELECT_FOLDER, (prefix.encode(),))
             row = cur.fetchone()
             assert row is not None
             return _folder(row)
 
         return self._db.run(work)
+
+    def clear_folder_pending(self, prefix: str) -> None:
+        def work(cur: Cursor) -> None:
+            cur.execute(
+                "UPDATE folders SET pending = NULL WHERE prefix_sort = %s", (prefix.encode(),)
+            )
+
+        self._db.run(work)
 
     def remove_folder_if_empty(self, prefix: str) -> bool:
         key = prefix.encode()
@@ -461,13 +467,13 @@ class MySQLRepository(Repository):
         def work(cur: Cursor) -> list[Folder]:
             if after is None:
                 cur.execute(
-                    "SELECT prefix, has_marker, created_at FROM folders"
+                    f"SELECT {_FOLDER_COLUMNS} FROM folders"  # noqa: S608
                     " ORDER BY prefix_sort LIMIT %s",
                     (limit + 1,),
                 )
             else:
                 cur.execute(
-                    "SELECT prefix, has_marker, created_at FROM folders WHERE prefix_sort > %s"
+                    f"SELECT {_FOLDER_COLUMNS} FROM folders WHERE prefix_sort > %s"  # noqa: S608
                     " ORDER BY prefix_sort LIMIT %s",
                     (after.encode(), limit + 1),
                 )
@@ -479,5 +485,5 @@ class MySQLRepository(Repository):
 
 
 def _folder(row: Sequence[Any]) -> Folder:
-    prefix, has_marker, created_at = row
-    return Folder(prefix=prefix, has_marker=bool(has_marker), created_at=_iso(created_at))
+    prefix, has_marker, created_at, pending = row
+    return Folder(prefix, bool(has_marker), _iso(created_at), pending)

@@ -71,6 +71,14 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [  # (version, description, state
     ),
 ]
 
+MIGRATIONS.append(
+    (
+        2,
+        "folder notifications not yet published",
+        ["ALTER TABLE folders ADD COLUMN pending VARCHAR(32) CHARACTER SET ascii NULL"],
+    )
+)
+
 LATEST = MIGRATIONS[-1][0]
 
 
