@@ -20,6 +20,7 @@ from chalicelib.settings import Settings
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sns import SNSClient
 
 Report = Callable[[str], None]
 
@@ -38,6 +39,21 @@ def provision(
         ensure_table(ddb or boto3.client("dynamodb"), settings.ddb_table, report)
     else:
         ensure_schema(settings, report)
+    if settings.sns_topic_arn:
+        ensure_topic(boto3.client("sns"), settings.sns_topic_arn, report)
+
+
+def ensure_topic(sns: SNSClient, arn: str, report: Report) -> None:
+    """Create the topic ``SNS_TOPIC_ARN`` names (idempotent: CreateTopic returns
+    an existing topic's ARN)."""
+    name = arn.rsplit(":", 1)[-1]
+    created = sns.create_topic(Name=name)["TopicArn"]
+    if created != arn:
+        raise SystemExit(
+            f"SNS_TOPIC_ARN is {arn}, but this account and region make {created}: "
+            "fix the ARN in .chalice/config.json"
+        )
+    report(f"topic {name}: ready")
 
 
 def ensure_schema(settings: Settings, report: Report) -> None:
