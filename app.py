@@ -97,7 +97,7 @@ if SETTINGS is not None and not SETTINGS.sqs_mode:
         bucket=SETTINGS.source_bucket, events=["s3:ObjectCreated:*"]
     )(handle_object_created)
     handle_object_removed = app.on_s3_event(
-        bucket=SETTINGS.source_bucket, events=["s3:ObjectRemoved:*"]
+        bucket=SETTINGS.source_bucket, events=["s3:ObjectRemoved:*", "s3:LifecycleExpiration:*"]
     )(handle_object_removed)
 elif SETTINGS is not None:
     handle_queued_events = app.on_sqs_message(queue=SETTINGS.events_queue, batch_size=10)(

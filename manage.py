@@ -11,7 +11,7 @@ import os
 import sys
 
 from chalicelib.settings import Settings, SettingsError
-from devtools.stages import StageError, stage_environment
+from devtools.stages import StageError, function_timeout, stage_environment
 
 
 def _stage_settings(stage: str) -> Settings:
@@ -25,7 +25,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
     settings = _stage_settings(args.stage)
     where = os.environ.get("AWS_ENDPOINT_URL") or "AWS"
     print(f"provisioning stage {args.stage} at {where}")
-    provision(settings)
+    timeout = function_timeout(args.stage, "handle_queued_events")
+    provision(settings, queue_consumer_timeout=timeout)
     return 0
 
 

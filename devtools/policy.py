@@ -53,6 +53,24 @@ def policy_for(settings: Settings) -> dict[str, Any]:
         )
     if s.sns_topic_arn:
         statements.append(_statement("Notify", ["sns:Publish"], [s.sns_topic_arn]))
+    if s.events_queue:
+        queue = _REGION_ACCOUNT.format(service="sqs", resource=s.events_queue)
+        statements.append(
+            _statement(
+                "ConsumeEvents",
+                ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+                [queue],
+            )
+        )
+    if s.metadata_function:
+        function = s.metadata_function
+        if not function.startswith("arn:"):
+            function = _REGION_ACCOUNT.format(service="lambda", resource=f"function:{function}")
+        statements.append(_statement("ExtractMetadata", ["lambda:InvokeFunction"], [function]))
+    if s.db_secret_arn:
+        statements.append(
+            _statement("DatabaseSecret", ["secretsmanager:GetSecretValue"], [s.db_secret_arn])
+        )
     return {"Version": "2012-10-17", "Statement": statements}
 
 

@@ -7,6 +7,7 @@ are kept, missing pieces (an index added by a later release, TTL) are added.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sns import SNSClient
+    from mypy_boto3_sqs import SQSClient
 
 Report = Callable[[str], None]
 
@@ -31,7 +33,10 @@ def provision(
     s3: S3Client | None = None,
     ddb: DynamoDBClient | None = None,
     report: Report = print,
+    queue_consumer_timeout: int = 60,
 ) -> None:
+    """Create what the stage's settings name. ``queue_consumer_timeout`` is the
+    Lambda timeout of ``handle_queued_events`` (sets the queue's visibility)."""
     s3 = s3 or boto3.client("s3")
     for bucket in dict.fromkeys([settings.source_bucket, settings.dest_bucket]):
         ensure_bucket(s3, bucket, report)
@@ -41,6 +46,75 @@ def provision(
         ensure_schema(settings, report)
     if settings.sns_topic_arn:
         ensure_topic(boto3.client("sns"), settings.sns_topic_arn, report)
+    if settings.events_queue:
+        queue_arn = ensure_queue(
+            boto3.client("sqs"), settings.events_queue, settings.source_bucket,
+            queue_consumer_timeout, report,
+        )  # fmt: skip
+        ensure_bucket_notification(s3, settings.source_bucket, queue_arn, report)
+
+
+# AWS refuses an SQS event source mapping unless the queue's visibility timeout
+# is at least the function's timeout; six times leaves room for retries.
+VISIBILITY_FACTOR = 6
+MAX_RECEIVE_COUNT = 5
+QUEUE_EVENTS = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*", "s3:LifecycleExpiration:*"]
+
+
+def ensure_queue(
+    sqs: SQSClient, name: str, bucket: str, function_timeout: int, report: Report
+) -> str:
+    """The events queue, its dead-letter queue and a policy letting S3 send to
+    it from the source bucket only; returns the queue's ARN."""
+    dlq_url = sqs.create_queue(
+        QueueName=f"{name}-dlq", Attributes={"MessageRetentionPeriod": "1209600"}
+    )["QueueUrl"]
+    dlq_arn = _queue_arn(sqs, dlq_url)
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = _queue_arn(sqs, url)
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "S3SendsUploadEvents",
+                "Effect": "Allow",
+                "Principal": {"Service": "s3.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": f"arn:aws:s3:::{bucket}"}},
+            }
+        ],
+    }
+    sqs.set_queue_attributes(
+        QueueUrl=url,
+        Attributes={
+            "VisibilityTimeout": str(VISIBILITY_FACTOR * function_timeout),
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)}
+            ),
+            "Policy": json.dumps(policy),
+        },
+    )
+    report(f"queue {name}: ready, dead letters to {name}-dlq after {MAX_RECEIVE_COUNT} receives")
+    return arn
+
+
+def _queue_arn(sqs: SQSClient, url: str) -> str:
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    return attributes["Attributes"]["QueueArn"]
+
+
+def ensure_bucket_notification(s3: S3Client, bucket: str, queue_arn: str, report: Report) -> None:
+    """Send the bucket's events to the queue, merged into the bucket's existing
+    notification configuration: other notifications are kept as they are."""
+    config: dict[str, Any] = dict(s3.get_bucket_notification_configuration(Bucket=bucket))
+    config.pop("ResponseMetadata", None)
+    ours = f"image-pipeline-{queue_arn.rsplit(':', 1)[-1]}"
+    queues = [q for q in config.get("QueueConfigurations", []) if q.get("Id") != ours]
+    queues.append({"Id": ours, "QueueArn": queue_arn, "Events": QUEUE_EVENTS})
+    config["QueueConfigurations"] = queues
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=config)  # type: ignore[arg-type]
+    report(f"bucket {bucket}: events go to {queue_arn}")
 
 
 def ensure_topic(sns: SNSClient, arn: str, report: Report) -> None:

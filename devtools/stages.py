@@ -24,3 +24,18 @@ def stage_environment(stage: str, project_dir: Path = PROJECT_DIR) -> dict[str, 
     env = dict(config.get("environment_variables", {}))
     env.update(stages[stage].get("environment_variables", {}))
     return {k: str(v) for k, v in env.items()}
+
+
+def function_timeout(stage: str, function: str, project_dir: Path = PROJECT_DIR) -> int:
+    """The Lambda timeout Chalice gives ``function`` in ``stage`` (its default: 60 s)."""
+    config = json.loads((project_dir / ".chalice" / "config.json").read_text())
+    stage_config = config.get("stages", {}).get(stage, {})
+    for scope in (
+        stage_config.get("lambda_functions", {}).get(function, {}),
+        stage_config,
+        config.get("lambda_functions", {}).get(function, {}),
+        config,
+    ):
+        if "lambda_timeout" in scope:
+            return int(scope["lambda_timeout"])
+    return 60

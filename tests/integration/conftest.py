@@ -11,6 +11,7 @@ import os
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -253,3 +254,22 @@ def stack(
     aws: str, base_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Stack:
     return make_stack(base_env, tmp_path, monkeypatch)
+
+
+@contextmanager
+def database_down(stack: Stack) -> Iterator[None]:
+    """The records' store is unreachable for the block: the DynamoDB table is
+    gone, or the MySQL table is renamed away under the live connection."""
+    if stack.settings.db_backend == "dynamodb":
+        boto3.client("dynamodb").delete_table(TableName=stack.settings.ddb_table)
+        yield
+        provision(stack.settings, report=lambda _: None)
+        return
+    connection = mysql_connect(stack.settings)()
+    with connection.cursor() as cur:
+        cur.execute("RENAME TABLE images TO images_away")
+        try:
+            yield
+        finally:
+            cur.execute("RENAME TABLE images_away TO images")
+    connection.close()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
@@ -13,9 +11,8 @@ import pymysql
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib.factory import mysql_connect
 from devtools.provision import provision
-from tests.integration.conftest import BASE_ENV, Stack, load_app, make_stack
+from tests.integration.conftest import BASE_ENV, Stack, database_down, load_app, make_stack
 from tests.support import jpeg
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -58,7 +55,10 @@ def test_direct_mode_registers_s3_handlers(monkeypatch: pytest.MonkeyPatch) -> N
     configs = {c.name: c for c in app.app.event_sources}
     assert configs["handle_object_created"].bucket == "uploads"
     assert configs["handle_object_created"].events == ["s3:ObjectCreated:*"]
-    assert configs["handle_object_removed"].events == ["s3:ObjectRemoved:*"]
+    assert configs["handle_object_removed"].events == [
+        "s3:ObjectRemoved:*",
+        "s3:LifecycleExpiration:*",
+    ]
 
 
 def test_sqs_mode_registers_only_the_queue_consumer(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,25 +76,6 @@ def test_database_outage_raises_and_the_retry_converges(stack: Stack) -> None:
 
     assert stack.deliver(event) == ["processed"]
     assert [i["key"] for i in stack.images()] == ["retry.jpg"]
-
-
-@contextmanager
-def database_down(stack: Stack) -> Iterator[None]:
-    """The records' store is unreachable for the block: the DynamoDB table is
-    gone, or the MySQL table is renamed away under the live connection."""
-    if stack.settings.db_backend == "dynamodb":
-        boto3.client("dynamodb").delete_table(TableName=stack.settings.ddb_table)
-        yield
-        provision(stack.settings, report=lambda _: None)
-        return
-    connection = mysql_connect(stack.settings)()
-    with connection.cursor() as cur:
-        cur.execute("RENAME TABLE images TO images_away")
-        try:
-            yield
-        finally:
-            cur.execute("RENAME TABLE images_away TO images")
-    connection.close()
 
 
 def test_rendition_write_failure_raises_and_leaves_no_record(

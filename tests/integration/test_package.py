@@ -83,3 +83,22 @@ def test_package_refuses_a_stage_missing_settings(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "SOURCE_BUCKET is required" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_sqs_stage_has_no_bucket_to_lambda_notification(tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "project")
+    config_path = project / ".chalice" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["stages"]["dev"]["environment_variables"]["EVENTS_QUEUE"] = "upload-events"
+    config_path.write_text(json.dumps(config))
+
+    done = chalice_package(project, tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+
+    resources = json.loads((tmp_path / "out" / "chalice.tf.json").read_text())["resource"]
+    assert "aws_s3_bucket_notification" not in resources
+    [mapping] = resources["aws_lambda_event_source_mapping"].values()
+    assert "upload-events" in json.dumps(mapping)
+    functions = resources["aws_lambda_function"]
+    assert not any("handle_object_" in name for name in functions)

@@ -1,0 +1,60 @@
+"""The IAM policy generated from a stage's settings, and the checked-in files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chalicelib.settings import Settings
+from devtools.policy import policy_for, render
+from devtools.stages import stage_environment
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def actions(settings: Settings) -> dict[str, list[str]]:
+    """Each action granted, with every resource it is granted on."""
+    granted: dict[str, list[str]] = {}
+    for statement in policy_for(settings)["Statement"]:
+        for action in statement["Action"]:
+            granted.setdefault(action, []).extend(statement["Resource"])
+    return granted
+
+
+def test_least_privilege_for_a_direct_dynamodb_stage() -> None:
+    env = {"SOURCE_BUCKET": "in", "DEST_BUCKET": "out", "DDB_TABLE": "t"}
+    granted = actions(Settings.from_env(env))
+
+    assert granted["s3:GetObject"] == ["arn:aws:s3:::in/*", "arn:aws:s3:::out/resized/*"]
+    assert granted["s3:PutObject"] == ["arn:aws:s3:::out/resized/*"]
+    assert granted["dynamodb:Query"] == [
+        "arn:aws:dynamodb:*:*:table/t",
+        "arn:aws:dynamodb:*:*:table/t/index/*",
+    ]
+    assert not any(a.startswith(("sqs:", "sns:", "lambda:", "secretsmanager:")) for a in granted)
+    assert all("*" not in a for a in granted)
+
+
+def test_optional_services_add_their_one_resource() -> None:
+    granted = actions(
+        Settings.from_env(
+            {
+                "SOURCE_BUCKET": "in", "DDB_TABLE": "t", "EVENTS_QUEUE": "q",
+                "SNS_TOPIC_ARN": "arn:aws:sns:eu-west-1:1:topic",
+                "METADATA_FUNCTION": "image-pipeline-dev-extract_metadata",
+            }
+        )
+    )  # fmt: skip
+    assert granted["sns:Publish"] == ["arn:aws:sns:eu-west-1:1:topic"]
+    assert granted["sqs:ReceiveMessage"] == ["arn:aws:sqs:*:*:q"]
+    assert granted["lambda:InvokeFunction"] == [
+        "arn:aws:lambda:*:*:function:image-pipeline-dev-extract_metadata"
+    ]
+
+
+@pytest.mark.parametrize("path", sorted((PROJECT / ".chalice").glob("policy-*.json")))
+def test_checked_in_policies_match_their_stage(path: Path) -> None:
+    stage = path.stem.removeprefix("policy-")
+    settings = Settings.from_env(stage_environment(stage, PROJECT))
+    assert path.read_text() == render(settings), f"run: python manage.py policy --stage {stage}"
