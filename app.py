@@ -119,20 +119,12 @@ if SETTINGS is not None and SETTINGS.db_backend == "mysql":
 
 @app.lambda_function(name="extract_metadata")
 def extract_metadata(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Metadata of one object: ``{"bucket", "key", "etag"?}`` -> the metadata dict."""
+    """The child function: ``{"bucket", "key", "etag"?}`` -> the metadata dict."""
     from chalicelib.factory import s3_client
-    from chalicelib.imaging import ImageRejected, read_metadata
-    from chalicelib.storage import ObjectGone, S3Storage
+    from chalicelib.metadata_function import extract
+    from chalicelib.storage import S3Storage
 
-    s = settings.load()
-    try:
-        source = S3Storage(s3_client()).read(
-            event["bucket"], event["key"], etag=event.get("etag"), max_bytes=s.max_source_bytes
-        )
-        fmt, width, height, metadata = read_metadata(source.data, s.max_source_pixels)
-    except (ImageRejected, ObjectGone) as exc:
-        return {"error": str(exc) or "object is gone or changed"}
-    return {"format": fmt, "width": width, "height": height, "metadata": metadata}
+    return extract(S3Storage(s3_client()), settings.load(), event)
 
 
 # -- REST -----------------------------------------------------------------------

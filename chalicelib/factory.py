@@ -15,6 +15,7 @@ import boto3
 from botocore.config import Config
 
 from chalicelib.api import ImagesApi
+from chalicelib.metadata_function import Invoke, RemoteMetadata, lambda_invoker
 from chalicelib.notify import Notifier, NullNotifier, SnsNotifier
 from chalicelib.pipeline import Pipeline
 from chalicelib.repositories.base import Repository
@@ -86,12 +87,21 @@ def build_notifier(settings: Settings) -> Notifier:
     return SnsNotifier(boto3.client("sns", config=_CONFIG), settings.sns_topic_arn)
 
 
-def build_pipeline(settings: Settings) -> Pipeline:
+def build_pipeline(settings: Settings, invoke_metadata: Invoke | None = None) -> Pipeline:
+    """The pipeline for ``settings``. ``invoke_metadata`` calls the child
+    function (default with ``METADATA_FUNCTION``: the Lambda API)."""
+    remote = None
+    if settings.metadata_function:
+        if invoke_metadata is None:
+            client = boto3.client("lambda", config=_CONFIG.merge(Config(read_timeout=65)))
+            invoke_metadata = lambda_invoker(client, settings.metadata_function)
+        remote = RemoteMetadata(invoke_metadata)
     return Pipeline(
         settings,
         S3Storage(s3_client()),
         build_repository(settings),
         build_notifier(settings),
+        remote_metadata=remote,
     )
 
 

@@ -16,13 +16,14 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib import keys
 from chalicelib.delivery import Decision, decide
 from chalicelib.imaging import ImageRejected, ImagingOptions, ProcessedImage, process_image
+from chalicelib.metadata_function import RemoteMetadata
 from chalicelib.models import EventKind, Folder, ImageRecord, ObjectEvent, Rendition, Status
 from chalicelib.notify import Notifier, NullNotifier
 from chalicelib.repositories.base import Conflict, Repository, StoredImage, Tombstone
@@ -116,6 +117,7 @@ class Pipeline:
         repository: Repository,
         notifier: Notifier | None = None,
         processor: Processor = process_image,
+        remote_metadata: RemoteMetadata | None = None,
         clock: Callable[[], datetime] = utc_now,
         observer: Observer = log_outcome,
     ) -> None:
@@ -124,6 +126,7 @@ class Pipeline:
         self.repository = repository
         self.notifier: Notifier = notifier or NullNotifier()
         self.processor = processor
+        self.remote_metadata = remote_metadata
         self.clock = clock
         self.observer = observer
         self.options = ImagingOptions(
@@ -227,10 +230,25 @@ class Pipeline:
             return _Result(self._failed(base, str(exc)), {})
         base = base.with_(etag=source.info.etag, size_bytes=source.info.size)
         try:
+            extracted = None
+            if self.remote_metadata is not None:
+                with _phase("metadata"):
+                    extracted = self.remote_metadata.fetch(event.bucket, event.key, base.etag)
             with _phase("process"):
                 image = self.processor(source.data, self.options)
+        except ObjectGone:
+            _note("the object is gone or has another ETag")
+            return None
         except ImageRejected as exc:
             return _Result(self._failed(base, str(exc)), {})
+        if extracted is not None:  # the child function's view of the file wins
+            image = replace(
+                image,
+                format=extracted.format,
+                width=extracted.width,
+                height=extracted.height,
+                metadata=extracted.metadata,
+            )
         renditions: dict[str, Rendition] = {}
         data: dict[str, bytes] = {}
         for r in image.renditions:
