@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from typing import Any
 
 from PIL import Image
 
@@ -48,3 +49,12 @@ def png_claiming(width: int, height: int) -> bytes:
     data[16:24] = struct.pack(">II", width, height)
     data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
     return bytes(data)
+
+
+def without_urls(image: dict[str, Any]) -> dict[str, Any]:
+    """A REST record without its presigned URLs (they carry the time they were made)."""
+    renditions = {
+        name: {k: v for k, v in rendition.items() if k != "url"}
+        for name, rendition in image["renditions"].items()
+    }
+    return image | {"renditions": renditions}
