@@ -79,17 +79,22 @@ def handle_object_removed(event: S3Event) -> list[str]:
 
 
 def handle_queued_events(event: SQSEvent) -> list[str]:
-    outcomes: list[str] = []
-    for message in event:
-        try:
-            parsed = events.parse_body(message.body)
-        except events.MalformedEvent as exc:
-            # No retry can fix it: log and drop it rather than fail the batch.
-            app.log.error("dropped SQS message %s: %s", message.receipt_handle[:16], exc)
-            outcomes.append("ignored")
-            continue
-        outcomes.extend(_pipeline().handle(e).value for e in parsed)
-    return outcomes
+    from chalicelib.queue import Message, process_batch
+
+    messages = [
+        Message(r.body, r.receipt_handle, r.to_dict().get("eventSourceARN", "")) for r in event
+    ]
+    pipeline = _pipeline()
+    return process_batch(messages, lambda e: pipeline.handle(e).value, _acknowledger())
+
+
+@functools.cache
+def _acknowledger() -> Any:
+    import boto3
+
+    from chalicelib.queue import sqs_acknowledger
+
+    return sqs_acknowledger(boto3.client("sqs"))
 
 
 if SETTINGS is not None and not SETTINGS.sqs_mode:

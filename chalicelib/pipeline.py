@@ -28,7 +28,7 @@ from chalicelib.models import EventKind, Folder, ImageRecord, ObjectEvent, Rendi
 from chalicelib.notify import Notifier, NullNotifier
 from chalicelib.repositories.base import Conflict, Repository, StoredImage, Tombstone
 from chalicelib.settings import Settings
-from chalicelib.storage import ObjectGone, S3Storage, TooLarge, iso
+from chalicelib.storage import Archived, ObjectGone, S3Storage, TooLarge, iso
 
 log = logging.getLogger("image_pipeline")
 
@@ -226,7 +226,7 @@ class Pipeline:
         except ObjectGone:
             _note("the object is gone or has another ETag")
             return None
-        except TooLarge as exc:
+        except (TooLarge, Archived) as exc:
             return _Result(self._failed(base, str(exc)), {})
         base = base.with_(etag=source.info.etag, size_bytes=source.info.size)
         try:

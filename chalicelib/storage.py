@@ -29,6 +29,16 @@ class ObjectGone(Exception):
     """The object is missing, or no longer the version the event was about."""
 
 
+class Archived(Exception):
+    """The object is in an archive storage class and must be restored first."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"{key} is archived (Glacier or Deep Archive storage class) and cannot be read: "
+            "restore it, then upload it again or run a backfill"
+        )
+
+
 class TooLarge(Exception):
     """The object is larger than MAX_SOURCE_BYTES: it is not downloaded."""
 
@@ -92,6 +102,8 @@ class S3Storage:
         except ClientError as exc:
             if _code(exc) in _MISSING | _CHANGED:
                 raise ObjectGone(key) from exc
+            if _code(exc) == "InvalidObjectState":
+                raise Archived(key) from exc
             raise
         body = response["Body"]
         size = response["ContentLength"]

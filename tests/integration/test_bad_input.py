@@ -82,3 +82,12 @@ def test_good_file_replacing_a_failed_one_is_processed(stack: Stack) -> None:
 
     assert stack.images("?status=failed") == []
     assert [i["key"] for i in stack.images()] == ["fix.jpg"]
+
+
+def test_an_archived_object_is_a_failed_record(stack: Stack) -> None:
+    stack.s3.put_object(
+        Bucket="uploads", Key="cold.jpg", Body=jpeg(120, 80), StorageClass="GLACIER"
+    )
+
+    assert stack.deliver(stack.record("cold.jpg")) == ["failed"]
+    assert "restore it" in str(failed(stack, "cold.jpg")["error"])

@@ -11,6 +11,7 @@ import pymysql
 import pytest
 from botocore.exceptions import ClientError
 
+from chalicelib.queue import BatchFailed, Message, sqs_acknowledger
 from devtools.provision import provision
 from tests.integration.conftest import Stack, database_down, make_stack
 from tests.support import jpeg
@@ -42,6 +43,47 @@ def drain() -> list[str]:
         for message in batch["Messages"]:
             bodies.append(message["Body"])
             sqs.delete_message(QueueUrl=queue_url(), ReceiptHandle=message["ReceiptHandle"])
+
+
+def receive() -> list[dict[str, Any]]:
+    """Messages as Lambda's SQS poller receives them, receipt handles and all."""
+    sqs = boto3.client("sqs")
+    arn = sqs.get_queue_attributes(QueueUrl=queue_url(), AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    received = sqs.receive_message(QueueUrl=queue_url(), MaxNumberOfMessages=10)
+    return [
+        {
+            "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"],
+            "body": m["Body"], "attributes": {}, "messageAttributes": {},
+            "eventSource": "aws:sqs", "eventSourceARN": arn, "awsRegion": "us-east-1",
+        }
+        for m in received.get("Messages", [])
+    ]  # fmt: skip
+
+
+def in_flight() -> int:
+    attributes = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=queue_url(),
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+def test_processed_messages_are_deleted_from_the_queue(queued: Stack) -> None:
+    """What a partly failed batch does first: delete the messages that succeeded."""
+    drain()
+    queued.put("one.jpg", jpeg(120, 80))
+    queued.put("two.jpg", jpeg(120, 80))
+    records = receive()
+    assert len(records) == 2 and in_flight() == 2
+    acknowledge = sqs_acknowledger(boto3.client("sqs"))
+
+    acknowledge([Message(r["body"], r["receiptHandle"], r["eventSourceARN"]) for r in records[:1]])
+
+    assert in_flight() == 1
 
 
 def consume(stack: Stack, bodies: list[str]) -> Any:
@@ -151,7 +193,8 @@ def test_a_transient_fault_fails_the_batch_for_redelivery(queued: Stack) -> None
     queued.put("retry.jpg", jpeg(120, 80))
     bodies = drain()
 
-    with database_down(queued), pytest.raises((ClientError, pymysql.err.Error)):
+    with database_down(queued), pytest.raises(BatchFailed) as raised:
         consume(queued, bodies)
+    assert isinstance(raised.value.__cause__, ClientError | pymysql.err.Error)
 
     assert consume(queued, bodies) == ["processed"]  # SQS delivers the batch again
