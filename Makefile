@@ -4,12 +4,15 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTHON ?=
 
-.PHONY: venv test lint unit integration clean
+.PHONY: venv dev test lint unit integration bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt scripts/bootstrap scripts/find-python
 	PYTHON="$(PYTHON)" VENV="$(VENV)" scripts/bootstrap
 
 venv: $(VENV)/.installed
+
+dev: venv
+	$(PY) manage.py dev $(ARGS)
 
 lint: venv
 	$(PY) -m ruff check .
@@ -24,6 +27,10 @@ unit: venv
 
 integration: venv
 	$(PY) -m pytest tests/integration
+
+bench: venv
+	$(PY) -m bench.handler
+	$(PY) -m bench.listing
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -23,9 +23,11 @@ from chalice import (
     BadRequestError,
     Chalice,
     CORSConfig,
+    ForbiddenError,
     IAMAuthorizer,
     NotFoundError,
     Rate,
+    Response,
 )
 from chalice.app import S3Event, SQSEvent
 
@@ -156,11 +158,36 @@ def _rest(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         raise BadRequestError(str(exc)) from None
     except api.NotFound as exc:
         raise NotFoundError(str(exc)) from None
+    except PermissionError as exc:
+        raise ForbiddenError(str(exc)) from None
 
 
 def _query() -> dict[str, str]:
     request = app.current_request
     return dict(request.query_params or {}) if request is not None else {}
+
+
+@app.route("/", methods=["GET"])
+def gallery() -> Response:
+    """The gallery page; open to all like any static page (its API calls are not)."""
+    from chalicelib.gallery import page
+
+    html, headers = page()
+    return Response(body=html, status_code=200, headers=dict(headers))
+
+
+@app.route("/uploads", methods=["POST"], **_ROUTE)
+def create_upload() -> dict[str, Any]:
+    request = app.current_request
+    body = request.json_body if request is not None else None
+    return _rest(lambda: _uploads().create(body))
+
+
+@functools.cache
+def _uploads() -> Any:
+    from chalicelib.factory import build_uploads
+
+    return build_uploads(settings.load())
 
 
 @app.route("/images", methods=["GET"], **_ROUTE)

@@ -41,12 +41,24 @@ def cmd_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dev(args: argparse.Namespace) -> int:
+    from devtools.dev import Options, run
+
+    return run(Options(args.host, args.aws_port, args.api_port, args.db))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="manage.py", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("provision", help="create the stage's resources (idempotent)")
     p.add_argument("--stage", default="dev")
     p.set_defaults(run=cmd_provision)
+    p = commands.add_parser("dev", help="run the whole stack locally on an AWS emulator")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (127.0.0.1)")
+    p.add_argument("--aws-port", type=int, default=4567, help="the emulator's port (4567)")
+    p.add_argument("--api-port", type=int, default=8000, help="the API and gallery port (8000)")
+    p.add_argument("--db", choices=["dynamodb", "mysql"], default="dynamodb")
+    p.set_defaults(run=cmd_dev)
     p = commands.add_parser("policy", help="write .chalice/policy-STAGE.json from its settings")
     p.add_argument("--stage", default="dev")
     p.set_defaults(run=cmd_policy)

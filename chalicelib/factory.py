@@ -21,6 +21,7 @@ from chalicelib.pipeline import Pipeline
 from chalicelib.repositories.base import Repository
 from chalicelib.settings import Settings
 from chalicelib.storage import S3Storage
+from chalicelib.uploads import UploadsApi
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -112,3 +113,7 @@ def build_api(settings: Settings) -> ImagesApi:
         settings.source_bucket,
         lambda bucket, key: storage.presigned_get(bucket, key, settings.url_expires),
     )
+
+
+def build_uploads(settings: Settings) -> UploadsApi:
+    return UploadsApi(settings, S3Storage(s3_client()).presigned_post)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -159,6 +159,16 @@ class S3Storage:
                     f"could not delete {len(errors)} object(s) from {bucket}, "
                     f"first {first.get('Key')!r}: {first.get('Code')} {first.get('Message')}"
                 )
+
+    def presigned_post(
+        self, bucket: str, key: str, fields: dict[str, str], conditions: list[Any], expires: int
+    ) -> dict[str, Any]:
+        """A browser form upload that S3 accepts only within ``conditions``."""
+        return dict(
+            self._s3.generate_presigned_post(
+                bucket, key, Fields=fields, Conditions=conditions, ExpiresIn=expires
+            )
+        )
 
     def presigned_get(self, bucket: str, key: str, expires: int) -> str:
         return self._s3.generate_presigned_url(

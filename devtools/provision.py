@@ -44,6 +44,8 @@ def provision(
         ensure_table(ddb or boto3.client("dynamodb"), settings.ddb_table, report)
     else:
         ensure_schema(settings, report)
+    if settings.uploads_enabled:
+        ensure_upload_cors(s3, settings.source_bucket, settings.cors_origin or "*", report)
     if settings.sns_topic_arn:
         ensure_topic(boto3.client("sns"), settings.sns_topic_arn, report)
     if settings.events_queue:
@@ -115,6 +117,33 @@ def ensure_bucket_notification(s3: S3Client, bucket: str, queue_arn: str, report
     config["QueueConfigurations"] = queues
     s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=config)  # type: ignore[arg-type]
     report(f"bucket {bucket}: events go to {queue_arn}")
+
+
+UPLOAD_CORS_ID = "image-pipeline-uploads"
+
+
+def ensure_upload_cors(s3: S3Client, bucket: str, origin: str, report: Report) -> None:
+    """Let the gallery's origin POST uploads to the bucket (browsers ask first),
+    keeping any other CORS rules the bucket has."""
+    try:
+        rules = s3.get_bucket_cors(Bucket=bucket)["CORSRules"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "NoSuchCORSConfiguration":
+            raise
+        rules = []
+    rules = [r for r in rules if r.get("ID") != UPLOAD_CORS_ID]
+    rules.append(
+        {
+            "ID": UPLOAD_CORS_ID,
+            "AllowedOrigins": [origin],
+            "AllowedMethods": ["POST"],
+            "AllowedHeaders": ["*"],
+            "ExposeHeaders": ["ETag", "Location"],
+            "MaxAgeSeconds": 600,
+        }
+    )
+    s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": rules})
+    report(f"bucket {bucket}: browser uploads allowed from {origin}")
 
 
 def ensure_topic(sns: SNSClient, arn: str, report: Report) -> None:
