@@ -6,6 +6,7 @@ import io
 import random
 import struct
 import warnings
+import zlib
 from typing import Any
 
 import pytest
@@ -111,8 +112,14 @@ def test_damaged_headers_are_corrupt_not_foreign(fmt: str) -> None:
 
 
 def test_corrupt_pixel_data() -> None:
-    data = encoded(Image.effect_noise((64, 64), 60).convert("RGB"), "PNG")
-    damaged = data[:-60] + bytes(b ^ 0x5A for b in data[-60:-12]) + data[-12:]
+    """A PNG whose IDAT chunk (with a valid CRC) holds a broken deflate stream."""
+    data = encoded(Image.new("RGB", (64, 64), (1, 2, 3)), "PNG")
+    at = data.index(b"IDAT")
+    length = struct.unpack(">I", data[at - 4 : at])[0]
+    payload = b"\x78\x9c" + b"\xff" * (length - 2)
+    chunk = b"IDAT" + payload
+    idat = struct.pack(">I", len(payload)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    damaged = data[: at - 4] + idat + data[at + 4 + length + 4 :]
     assert rejected(damaged, in_headers=False).startswith("image data is truncated or corrupt: ")
 
 

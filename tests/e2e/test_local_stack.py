@@ -1,0 +1,176 @@
+"""The whole stack as a user meets it: ``manage.py dev`` in a subprocess, an
+upload through boto3, the API polled, then the gallery in headless Chromium.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/browser`` installs
+them; CI runs it). Without them the test is skipped, except under CI=true.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import boto3
+import pytest
+
+from bench.inputs import jpeg_bytes
+from devtools.emulator import free_port
+
+PROJECT = Path(__file__).resolve().parents[2]
+ARTIFACTS = PROJECT / "tests" / "e2e" / "artifacts"
+TIMEOUT = 60
+
+
+@dataclass
+class LocalStack:
+    api: str
+    endpoint: str
+    process: subprocess.Popen[bytes]
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.api + path, timeout=10) as response:
+            return json.loads(response.read())
+
+    def s3(self) -> Any:
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint, region_name="us-east-1",
+            aws_access_key_id="local", aws_secret_access_key="local",
+        )  # fmt: skip
+
+    def wait_listed(self, key: str) -> dict[str, Any]:
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            images = self.get(f"images?key={quote(key)}")["images"]
+            if images:
+                return dict(images[0])
+            time.sleep(0.2)
+        raise AssertionError(f"{key} was not listed within {TIMEOUT}s")
+
+
+def browser_or_skip() -> tuple[str, str]:
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium and driver:
+        return chromium, driver
+    message = "needs Debian's chromium and chromium-driver: run .ci/browser (apt-get install)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
+    aws_port, api_port = free_port(), free_port()
+    log = (tmp_path / "dev.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "dev", "--aws-port", str(aws_port),
+         "--api-port", str(api_port)],
+        cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+    )  # fmt: skip
+    stack = LocalStack(f"http://127.0.0.1:{api_port}/", f"http://127.0.0.1:{aws_port}", process)
+    deadline = time.monotonic() + TIMEOUT
+    while b"Ctrl-C stops everything" not in (tmp_path / "dev.log").read_bytes():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError((tmp_path / "dev.log").read_text(errors="replace"))
+        time.sleep(0.2)
+    yield stack
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+        process.wait(timeout=30)
+    log.close()
+    output = (tmp_path / "dev.log").read_text(errors="replace")
+    assert process.returncode == 0, output
+    assert "stopped" in output
+    leftovers = subprocess.run(
+        ["pgrep", "-g", str(process.pid)], capture_output=True, text=True, check=False
+    ).stdout.split()
+    assert leftovers == [], f"processes left behind: {leftovers}"
+    for port in (aws_port, api_port):
+        with pytest.raises(urllib.error.URLError, match="refused"):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+
+
+def test_upload_then_see_it_in_the_gallery(local_stack: LocalStack, tmp_path: Path) -> None:
+    chromium, driver_path = browser_or_skip()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    s3 = local_stack.s3()
+    s3.put_object(Bucket="local-uploads", Key="holiday/beach.jpg", Body=jpeg_bytes(1600, 1200))
+    s3.put_object(Bucket="local-uploads", Key="holiday/notes.jpg", Body=b"not a photo")
+    image = local_stack.wait_listed("holiday/beach.jpg")
+    assert set(image["renditions"]) == {"thumb", "medium", "large"}
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--window-size=1280,900", f"--user-data-dir={tmp_path / 'chromium'}",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    browser = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
+    wait = WebDriverWait(browser, TIMEOUT)
+    try:
+        browser.get(local_stack.api)
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#grid img.thumb"))
+        wait.until(
+            lambda b: b.execute_script(
+                "const i = [...document.querySelectorAll('#grid img.thumb')];"
+                "return i.length > 0 && i.every(x => x.complete && x.naturalWidth > 0);"
+            )
+        )
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "gallery.png"))
+        if os.environ.get("UPDATE_SCREENSHOT") == "1":
+            browser.save_screenshot(str(PROJECT / "docs" / "gallery.png"))
+
+        browser.find_element(By.CSS_SELECTOR, "a.card").click()
+        detail = wait.until(expected_conditions.visibility_of_element_located((By.ID, "detail")))
+        wait.until(
+            lambda b: b.execute_script(
+                "const p = document.getElementById('detail-preview');"
+                "return p && p.complete && p.naturalWidth > 0;"
+            )
+        )
+        rows = detail.find_elements(By.CSS_SELECTOR, ".rendition-row")
+        assert len(rows) == 3
+        assert "beach.jpg" in detail.text
+        browser.save_screenshot(str(ARTIFACTS / "detail.png"))
+        browser.find_element(By.ID, "detail-close").click()
+        wait.until(expected_conditions.invisibility_of_element_located((By.ID, "detail")))
+
+        photo = tmp_path / "upload.jpg"
+        photo.write_bytes(jpeg_bytes(800, 600, seed=3))
+        browser.find_element(By.ID, "upload-file").send_keys(str(photo))
+        folder = browser.find_element(By.ID, "upload-folder")
+        folder.clear()
+        folder.send_keys("from-browser/")
+        browser.find_element(By.ID, "upload-submit").click()
+        status = browser.find_element(By.ID, "upload-status")
+        wait.until(lambda b: "Processed" in status.text or "Failed" in status.text)
+        assert "Processed uploads/from-browser/upload.jpg" in status.text, status.text
+        uploaded = local_stack.wait_listed("uploads/from-browser/upload.jpg")
+        assert (uploaded["width"], uploaded["height"]) == (800, 600)
+        browser.save_screenshot(str(ARTIFACTS / "after-upload.png"))
+    finally:
+        browser.quit()
+
+    failed = local_stack.get("images?status=failed")["images"]
+    assert [f["key"] for f in failed] == ["holiday/notes.jpg"]
