@@ -49,13 +49,13 @@ class LocalStack:
             aws_access_key_id="local", aws_secret_access_key="local",
         )  # fmt: skip
 
-    def wait_listed(self, key: str) -> dict[str, Any]:
+    def wait_listed(self, key: str, poll: float = 0.2) -> dict[str, Any]:
         deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline:
             images = self.get(f"images?key={quote(key)}")["images"]
             if images:
                 return dict(images[0])
-            time.sleep(0.2)
+            time.sleep(poll)
         raise AssertionError(f"{key} was not listed within {TIMEOUT}s")
 
 
