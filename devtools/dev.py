@@ -147,6 +147,18 @@ def banner(options: Options, endpoint: str, settings: Settings) -> str:
     )
 
 
+def reset_database(settings: Settings) -> None:
+    from chalicelib.factory import mysql_connect
+
+    server = mysql_connect(settings, database="")()
+    try:
+        with server.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{settings.db_name.replace('`', '``')}`")
+    finally:
+        server.close()
+    print(f"  database {settings.db_name}: emptied for this run")
+
+
 def wait_for_http(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -176,6 +188,8 @@ def run(options: Options) -> int:
             os.environ.pop(name, None)
         os.environ.update(stage_environment(options.stage))
         settings = Settings.from_env(os.environ)
+        if settings.db_backend == "mysql":
+            reset_database(settings)  # the emulator starts empty: so do the records
         provision(
             settings,
             report=lambda line: print(f"  {line}"),

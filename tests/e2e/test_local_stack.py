@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -174,3 +175,19 @@ def test_upload_then_see_it_in_the_gallery(local_stack: LocalStack, tmp_path: Pa
 
     failed = local_stack.get("images?status=failed")["images"]
     assert [f["key"] for f in failed] == ["holiday/notes.jpg"]
+
+
+def test_a_port_in_use_is_a_clear_error() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "manage.py", "dev", "--api-port", str(port),
+             "--aws-port", str(free_port())],
+            cwd=PROJECT, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert done.returncode != 0
+    assert f"127.0.0.1:{port} is in use" in done.stderr
+    assert "--api-port" in done.stderr
+    assert "Traceback" not in done.stderr
