@@ -11,7 +11,7 @@ import os
 import sys
 
 from chalicelib.settings import Settings, SettingsError
-from devtools.stages import StageError, function_timeout, stage_environment
+from devtools.stages import StageError, function_timeout, in_vpc, stage_environment
 
 
 def _stage_settings(stage: str) -> Settings:
@@ -34,7 +34,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
     from devtools.policy import render
     from devtools.stages import PROJECT_DIR
 
-    text = render(_stage_settings(args.stage))
+    text = render(_stage_settings(args.stage), in_vpc(args.stage))
     path = PROJECT_DIR / ".chalice" / f"policy-{args.stage}.json"
     path.write_text(text)
     print(f"wrote {path.relative_to(PROJECT_DIR)}")

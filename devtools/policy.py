@@ -20,7 +20,21 @@ def _statement(sid: str, actions: list[str], resources: list[str]) -> dict[str, 
     return {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
 
 
-def policy_for(settings: Settings) -> dict[str, Any]:
+# Lambda in a VPC (to reach RDS) manages network interfaces; AWS grants these
+# actions on "*" only.
+VPC_ACTIONS = [
+    "ec2:CreateNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+]
+
+
+def policy_for(settings: Settings, in_vpc: bool = False) -> dict[str, Any]:
+    """One policy for the stage's role, which all its functions share: the
+    handlers, the child function and the API (presigned GETs of renditions,
+    presigned upload POSTs)."""
     s = settings
     dest_prefix = f"arn:aws:s3:::{s.dest_bucket}/{s.rendition_prefix}*"
     statements = [
@@ -33,9 +47,13 @@ def policy_for(settings: Settings) -> dict[str, Any]:
         _statement(
             "WriteRenditions", ["s3:PutObject", "s3:DeleteObject", "s3:GetObject"], [dest_prefix]
         ),
-        # HEAD of a missing key answers 403 instead of 404 without ListBucket.
+        # HEAD of a missing key answers 403 instead of 404 without ListBucket, and
+        # "the object is gone" is what the delivery rules ask S3 (no listing is made).
         _statement("ListSources", ["s3:ListBucket"], [f"arn:aws:s3:::{s.source_bucket}"]),
     ]
+    if s.uploads_enabled:
+        uploads = f"arn:aws:s3:::{s.source_bucket}/{s.upload_prefix}*"
+        statements.append(_statement("PresignedUploads", ["s3:PutObject"], [uploads]))
     if s.db_backend == "dynamodb":
         table = _REGION_ACCOUNT.format(service="dynamodb", resource=f"table/{s.ddb_table}")
         statements.append(
@@ -58,7 +76,12 @@ def policy_for(settings: Settings) -> dict[str, Any]:
         statements.append(
             _statement(
                 "ConsumeEvents",
-                ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+                [
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:GetQueueAttributes",
+                    "sqs:GetQueueUrl",
+                ],
                 [queue],
             )
         )
@@ -71,8 +94,10 @@ def policy_for(settings: Settings) -> dict[str, Any]:
         statements.append(
             _statement("DatabaseSecret", ["secretsmanager:GetSecretValue"], [s.db_secret_arn])
         )
+    if in_vpc:
+        statements.append(_statement("VpcNetworking", VPC_ACTIONS, ["*"]))
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def render(settings: Settings) -> str:
-    return json.dumps(policy_for(settings), indent=2) + "\n"
+def render(settings: Settings, in_vpc: bool = False) -> str:
+    return json.dumps(policy_for(settings, in_vpc), indent=2) + "\n"

@@ -39,3 +39,11 @@ def function_timeout(stage: str, function: str, project_dir: Path = PROJECT_DIR)
         if "lambda_timeout" in scope:
             return int(scope["lambda_timeout"])
     return 60
+
+
+def in_vpc(stage: str, project_dir: Path = PROJECT_DIR) -> bool:
+    """Whether the stage's functions run in a VPC (``subnet_ids`` set)."""
+    config = json.loads((project_dir / ".chalice" / "config.json").read_text())
+    return bool(
+        config.get("stages", {}).get(stage, {}).get("subnet_ids") or config.get("subnet_ids")
+    )

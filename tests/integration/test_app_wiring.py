@@ -97,3 +97,38 @@ def test_rendition_write_failure_raises_and_leaves_no_record(
         "resized/medium/photo.jpg",
         "resized/thumb/photo.jpg",
     ]
+
+
+@pytest.mark.parametrize("auth", ["none", "iam", "api_key"])
+def test_api_auth_guards_every_route_but_the_page(
+    auth: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = load_app(BASE_ENV | {"API_AUTH": auth}, monkeypatch)
+    for path, method in [("/images", "GET"), ("/images/{image_id}", "GET"),
+                         ("/folders", "GET"), ("/uploads", "POST")]:  # fmt: skip
+        route = app.app.routes[path][method]
+        assert (route.authorizer is not None) == (auth == "iam"), path
+        assert bool(route.api_key_required) == (auth == "api_key"), path
+    page = app.app.routes["/"]["GET"]
+    assert page.authorizer is None and not page.api_key_required
+
+
+def test_cors_for_the_one_configured_origin(
+    aws: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = make_stack(BASE_ENV | {"CORS_ORIGIN": "https://photos.example"}, tmp_path, monkeypatch)
+    response = stack.client.http.get("/images")
+    assert response.headers["Access-Control-Allow-Origin"] == "https://photos.example"
+    plain = make_stack(BASE_ENV, tmp_path / "plain", monkeypatch)
+    assert "Access-Control-Allow-Origin" not in plain.client.http.get("/images").headers
+
+
+def test_gallery_page_headers(stack: Stack) -> None:
+    response = stack.client.http.get("/")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    csp = response.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "script-src 'sha256-" in csp
+    assert "unsafe-inline" not in csp
+    assert b"image-pipeline gallery" in response.body

@@ -8,7 +8,7 @@ import pytest
 
 from chalicelib.settings import Settings
 from devtools.policy import policy_for, render
-from devtools.stages import stage_environment
+from devtools.stages import in_vpc, stage_environment
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -57,4 +57,29 @@ def test_optional_services_add_their_one_resource() -> None:
 def test_checked_in_policies_match_their_stage(path: Path) -> None:
     stage = path.stem.removeprefix("policy-")
     settings = Settings.from_env(stage_environment(stage, PROJECT))
-    assert path.read_text() == render(settings), f"run: python manage.py policy --stage {stage}"
+    expected = render(settings, in_vpc(stage, PROJECT))
+    assert path.read_text() == expected, f"run: python manage.py policy --stage {stage}"
+
+
+EVERYTHING = {
+    "SOURCE_BUCKET": "in", "DEST_BUCKET": "out", "DB_BACKEND": "mysql", "DB_HOST": "db",
+    "DB_USER": "u", "DB_NAME": "n", "DB_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:1:secret:db",
+    "SNS_TOPIC_ARN": "arn:aws:sns:eu-west-1:1:t", "EVENTS_QUEUE": "q", "UPLOADS_ENABLED": "true",
+    "METADATA_FUNCTION": "arn:aws:lambda:eu-west-1:1:function:child",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("vpc", [False, True])
+def test_no_wildcard_actions_and_star_resources_only_for_vpc_networking(vpc: bool) -> None:
+    policy = policy_for(Settings.from_env(EVERYTHING), in_vpc=vpc)
+    for statement in policy["Statement"]:
+        assert all("*" not in action for action in statement["Action"]), statement
+        if "*" in statement["Resource"]:
+            assert statement["Sid"] == "VpcNetworking" and vpc
+            assert all(a.startswith("ec2:") for a in statement["Action"])
+    granted = actions(Settings.from_env(EVERYTHING))
+    assert granted["s3:PutObject"] == ["arn:aws:s3:::out/resized/*", "arn:aws:s3:::in/uploads/*"]
+    assert granted["secretsmanager:GetSecretValue"] == [
+        "arn:aws:secretsmanager:eu-west-1:1:secret:db"
+    ]
+    assert "dynamodb:Query" not in granted
