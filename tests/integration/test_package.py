@@ -33,6 +33,24 @@ def copy_project(target: Path) -> Path:
     return target
 
 
+def unpack_and_import(zip_path: Path, target: Path) -> None:
+    """Import the app and Pillow's native core from the unpacked zip alone, in an
+    interpreter that sees neither site-packages nor this project."""
+    with zipfile.ZipFile(zip_path) as bundle:
+        bundle.extractall(target)
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import app, PIL._imaging, pymysql;"
+        "from PIL import Image; assert PIL._imaging.__file__.startswith(sys.argv[1]);"
+        "print(sorted(app.app.handler_map)[0])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code, str(target)],
+        cwd=target, capture_output=True, text=True, timeout=120, check=False,
+        env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
 def chalice_package(project: Path, out: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["AWS_DEFAULT_REGION"] = "us-east-1"
@@ -62,6 +80,8 @@ def test_terraform_package_carries_manylinux_pillow(tmp_path: Path) -> None:
     assert any(n.startswith("pillow.libs/") for n in names)
     assert "app.py" in names and "chalicelib/pipeline.py" in names
     assert not any(n.startswith(("tests/", "devtools/", "bench/")) for n in names)
+    assert "chalicelib/static/gallery.html" in names
+    unpack_and_import(tmp_path / "out" / "deployment.zip", tmp_path / "unpacked")
 
     config = json.loads((tmp_path / "out" / "chalice.tf.json").read_text())
     functions = config["resource"]["aws_lambda_function"]
@@ -102,3 +122,28 @@ def test_sqs_stage_has_no_bucket_to_lambda_notification(tmp_path: Path) -> None:
     assert "upload-events" in json.dumps(mapping)
     functions = resources["aws_lambda_function"]
     assert not any("handle_object_" in name for name in functions)
+
+
+@pytest.mark.slow
+def test_arm64_package_carries_aarch64_wheels(tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "project")
+    config_path = project / ".chalice" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["lambda_architecture"] = "arm64"
+    config_path.write_text(json.dumps(config))
+
+    done = chalice_package(project, tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+
+    with zipfile.ZipFile(tmp_path / "out" / "deployment.zip") as bundle:
+        wheel = next(
+            bundle.read(n).decode()
+            for n in bundle.namelist()
+            if n.startswith("pillow-") and n.endswith(".dist-info/WHEEL")
+        )
+        natives = [n for n in bundle.namelist() if n.startswith("PIL/_imaging.c")]
+    tags = [line.split(": ", 1)[1] for line in wheel.splitlines() if line.startswith("Tag:")]
+    assert tags and all(t.startswith("cp312-cp312-manylinux") and "aarch64" in t for t in tags)
+    assert natives == ["PIL/_imaging.cpython-312-aarch64-linux-gnu.so"]
+    resources = json.loads((tmp_path / "out" / "chalice.tf.json").read_text())["resource"]
+    assert {f["architectures"][0] for f in resources["aws_lambda_function"].values()} == {"arm64"}
