@@ -7,8 +7,10 @@ python manage.py provision --stage dev    create the stage's buckets and table
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from pathlib import Path
 
 from chalicelib.settings import Settings, SettingsError
 from devtools.stages import StageError, function_timeout, in_vpc, stage_environment
@@ -41,6 +43,33 @@ def cmd_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_failure_destination(args: argparse.Namespace) -> int:
+    from devtools.provision import ensure_failure_destination
+    from devtools.stages import app_name
+
+    ensure_failure_destination(app_name(), args.stage, print)
+    return 0
+
+
+def cmd_terraform_env(args: argparse.Namespace) -> int:
+    """Merge ``terraform output -json chalice_environment`` into the stage."""
+    from devtools.stages import merge_environment
+
+    values = json.loads(Path(args.file).read_text())
+    merge_environment(args.stage, {k: str(v) for k, v in values.items() if v not in ("", None)})
+    print(f"stage {args.stage}: environment updated in .chalice/config.json")
+    return 0
+
+
+def cmd_terraform(args: argparse.Namespace) -> int:
+    from devtools.stages import PROJECT_DIR
+    from devtools.terraform import render
+
+    (PROJECT_DIR / "infra" / "main.tf.json").write_text(render())
+    print("wrote infra/main.tf.json")
+    return 0
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from devtools.dev import Options, run
 
@@ -59,6 +88,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--api-port", type=int, default=8000, help="the API and gallery port (8000)")
     p.add_argument("--db", choices=["dynamodb", "mysql"], default="dynamodb")
     p.set_defaults(run=cmd_dev)
+    p = commands.add_parser(
+        "failure-destination", help="queue the events the direct handlers give up on"
+    )
+    p.add_argument("--stage", default="dev")
+    p.set_defaults(run=cmd_failure_destination)
+    p = commands.add_parser("terraform", help="write infra/main.tf.json")
+    p.set_defaults(run=cmd_terraform)
+    p = commands.add_parser("terraform-env", help="take the stage's names from infra/ outputs")
+    p.add_argument("--stage", default="dev")
+    p.add_argument("file", help="the output of: terraform output -json chalice_environment")
+    p.set_defaults(run=cmd_terraform_env)
     p = commands.add_parser("policy", help="write .chalice/policy-STAGE.json from its settings")
     p.add_argument("--stage", default="dev")
     p.set_defaults(run=cmd_policy)

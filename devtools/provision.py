@@ -256,3 +256,28 @@ def _wait_active(ddb: DynamoDBClient, name: str, timeout: float = 600) -> None:
             return
         time.sleep(2)
     raise TimeoutError(f"table {name} did not become active in {timeout:.0f}s")
+
+
+def ensure_failure_destination(
+    app_name: str, stage: str, report: Report, lambda_client: Any = None, sqs: Any = None
+) -> str:
+    """Send events the direct S3 handlers give up on (after Lambda's two
+    retries, or six hours) to an SQS queue instead of dropping them; returns
+    the queue's ARN. For stages deployed with ``chalice deploy``."""
+    sqs = sqs or boto3.client("sqs")
+    lambda_client = lambda_client or boto3.client("lambda")
+    name = f"{app_name}-{stage}-failed-events"
+    url = sqs.create_queue(QueueName=name, Attributes={"MessageRetentionPeriod": "1209600"})[
+        "QueueUrl"
+    ]
+    arn = _queue_arn(sqs, url)
+    for handler in ("handle_object_created", "handle_object_removed"):
+        function = f"{app_name}-{stage}-{handler}"
+        lambda_client.put_function_event_invoke_config(
+            FunctionName=function,
+            MaximumRetryAttempts=2,
+            MaximumEventAgeInSeconds=21600,
+            DestinationConfig={"OnFailure": {"Destination": arn}},
+        )
+        report(f"function {function}: failed events go to {name}")
+    return arn

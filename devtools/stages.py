@@ -47,3 +47,17 @@ def in_vpc(stage: str, project_dir: Path = PROJECT_DIR) -> bool:
     return bool(
         config.get("stages", {}).get(stage, {}).get("subnet_ids") or config.get("subnet_ids")
     )
+
+
+def app_name(project_dir: Path = PROJECT_DIR) -> str:
+    config = json.loads((project_dir / ".chalice" / "config.json").read_text())
+    return str(config["app_name"])
+
+
+def merge_environment(stage: str, values: dict[str, str], project_dir: Path = PROJECT_DIR) -> None:
+    """Set these environment variables in the stage of ``.chalice/config.json``."""
+    path = project_dir / ".chalice" / "config.json"
+    config = json.loads(path.read_text())
+    stage_config = config.setdefault("stages", {}).setdefault(stage, {})
+    stage_config.setdefault("environment_variables", {}).update(values)
+    path.write_text(json.dumps(config, indent=2) + "\n")

@@ -6,7 +6,7 @@ import boto3
 
 from chalicelib.repositories.dynamodb import TTL_ATTRIBUTE, table_definition
 from chalicelib.settings import Settings
-from devtools.provision import provision
+from devtools.provision import ensure_failure_destination, provision
 
 
 def test_provision_twice_creates_everything_once(aws: str) -> None:
@@ -48,3 +48,26 @@ def test_provision_adds_an_index_an_older_table_lacks(aws: str) -> None:
     assert "table old: index by_folder added" in said
     table = boto3.client("dynamodb").describe_table(TableName="old")["Table"]
     assert {i["IndexName"] for i in table["GlobalSecondaryIndexes"]} == {"by_status", "by_folder"}
+
+
+def test_failure_destination_for_the_direct_handlers(aws: str) -> None:
+    iam = boto3.client("iam")
+    role = iam.create_role(
+        RoleName="lambda", AssumeRolePolicyDocument='{"Version": "2012-10-17", "Statement": []}'
+    )["Role"]["Arn"]
+    lam = boto3.client("lambda")
+    for handler in ("handle_object_created", "handle_object_removed"):
+        lam.create_function(
+            FunctionName=f"image-pipeline-prod-{handler}", Runtime="python3.12", Role=role,
+            Handler="app.app", Code={"ZipFile": b"PK\x05\x06" + b"\x00" * 18},
+        )  # fmt: skip
+    said: list[str] = []
+
+    arn = ensure_failure_destination("image-pipeline", "prod", said.append)
+
+    assert arn.endswith(":image-pipeline-prod-failed-events")
+    for handler in ("handle_object_created", "handle_object_removed"):
+        config = lam.get_function_event_invoke_config(FunctionName=f"image-pipeline-prod-{handler}")
+        assert config["DestinationConfig"]["OnFailure"]["Destination"] == arn
+        assert config["MaximumRetryAttempts"] == 2
+    assert len(said) == 2

@@ -1,0 +1,176 @@
+"""Writes ``infra/main.tf.json``: the resources a stage needs besides the
+Lambda functions and API that Chalice creates.
+
+Generated from the same definitions ``provision`` uses (the DynamoDB table
+comes from ``chalicelib.repositories.dynamodb.table_definition``), so the two
+cannot drift; a test keeps the checked-in file equal to this output.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from chalicelib.repositories import dynamodb
+from devtools.provision import MAX_RECEIVE_COUNT, QUEUE_EVENTS, VISIBILITY_FACTOR
+
+DIRECT_HANDLERS = ("handle_object_created", "handle_object_removed")
+
+
+def _variable(description: str, kind: str, default: Any = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"description": description, "type": kind}
+    if default is not None:
+        spec["default"] = default
+    return spec
+
+
+def _table() -> dict[str, Any]:
+    definition = dynamodb.table_definition("unused")
+    return {
+        "name": "${var.table_name}",
+        "billing_mode": "PAY_PER_REQUEST",
+        "hash_key": "pk",
+        "range_key": "sk",
+        "attribute": [
+            {"name": a["AttributeName"], "type": a["AttributeType"]}
+            for a in definition["AttributeDefinitions"]
+        ],
+        "global_secondary_index": [
+            {
+                "name": index["IndexName"],
+                "hash_key": index["KeySchema"][0]["AttributeName"],
+                "range_key": index["KeySchema"][1]["AttributeName"],
+                "projection_type": index["Projection"]["ProjectionType"],
+            }
+            for index in definition["GlobalSecondaryIndexes"]
+        ],
+        "ttl": {"attribute_name": dynamodb.TTL_ATTRIBUTE, "enabled": True},
+        "point_in_time_recovery": {"enabled": True},
+    }
+
+
+def document() -> dict[str, Any]:
+    sqs_mode = '${var.events_queue != "" ? 1 : 0}'
+    direct_mode = '${var.events_queue == "" && var.attach_failure_destination ? 1 : 0}'
+    dest = '${var.dest_bucket != "" ? var.dest_bucket : var.source_bucket}'
+    prefix = "${var.app_name}-${var.stage}"
+    visibility = f"${{{VISIBILITY_FACTOR} * var.consumer_timeout}}"
+    return {
+        "terraform": {
+            "required_providers": {"aws": {"source": "hashicorp/aws", "version": ">= 5.0"}}
+        },
+        "variable": {
+            "app_name": _variable("Chalice app_name", "string", "image-pipeline"),
+            "stage": _variable("Chalice stage these resources serve", "string", "dev"),
+            "source_bucket": _variable("SOURCE_BUCKET: uploads are processed", "string"),
+            "dest_bucket": _variable("DEST_BUCKET; empty: the source bucket", "string", ""),
+            "table_name": _variable("DDB_TABLE", "string"),
+            "topic_name": _variable("SNS topic for outcomes; empty: none", "string", ""),
+            "events_queue": _variable("EVENTS_QUEUE; empty: direct S3 events", "string", ""),
+            "consumer_timeout": _variable(
+                "Lambda timeout of handle_queued_events, seconds", "number", 60
+            ),
+            "attach_failure_destination": _variable(
+                "After the first chalice deploy: send events the direct handlers gave up on "
+                "to the failures queue",
+                "bool",
+                False,
+            ),
+        },
+        "resource": {
+            "aws_s3_bucket": {
+                "source": {"bucket": "${var.source_bucket}"},
+                "dest": {
+                    "count": '${var.dest_bucket != "" ? 1 : 0}',
+                    "bucket": "${var.dest_bucket}",
+                },
+            },
+            "aws_s3_bucket_public_access_block": {
+                "source": {
+                    "bucket": "${aws_s3_bucket.source.id}",
+                    "block_public_acls": True,
+                    "block_public_policy": True,
+                    "ignore_public_acls": True,
+                    "restrict_public_buckets": True,
+                }
+            },
+            "aws_dynamodb_table": {"records": _table()},
+            "aws_sns_topic": {
+                "outcomes": {
+                    "count": '${var.topic_name != "" ? 1 : 0}',
+                    "name": "${var.topic_name}",
+                }
+            },
+            "aws_sqs_queue": {
+                "events_dlq": {
+                    "count": sqs_mode,
+                    "name": "${var.events_queue}-dlq",
+                    "message_retention_seconds": 1209600,
+                },
+                "events": {
+                    "count": sqs_mode,
+                    "name": "${var.events_queue}",
+                    "visibility_timeout_seconds": visibility,
+                    "redrive_policy": "${jsonencode({deadLetterTargetArn = "
+                    f"aws_sqs_queue.events_dlq[0].arn, maxReceiveCount = {MAX_RECEIVE_COUNT}}})}}",
+                },
+                "failures": {
+                    "name": f"{prefix}-failed-events",
+                    "message_retention_seconds": 1209600,
+                },
+            },
+            "aws_sqs_queue_policy": {
+                "events": {
+                    "count": sqs_mode,
+                    "queue_url": "${aws_sqs_queue.events[0].id}",
+                    "policy": '${jsonencode({Version = "2012-10-17", Statement = [{'
+                    'Sid = "S3SendsUploadEvents", Effect = "Allow", '
+                    'Principal = {Service = "s3.amazonaws.com"}, Action = "sqs:SendMessage", '
+                    "Resource = aws_sqs_queue.events[0].arn, Condition = {ArnEquals = "
+                    '{"aws:SourceArn" = aws_s3_bucket.source.arn}}}]})}',
+                }
+            },
+            # Owns the bucket's WHOLE notification configuration: add any other
+            # notifications of this bucket here, or they are removed on apply.
+            "aws_s3_bucket_notification": {
+                "events": {
+                    "count": sqs_mode,
+                    "bucket": "${aws_s3_bucket.source.id}",
+                    "queue": [
+                        {"queue_arn": "${aws_sqs_queue.events[0].arn}", "events": QUEUE_EVENTS}
+                    ],
+                    "depends_on": ["aws_sqs_queue_policy.events"],
+                }
+            },
+            "aws_lambda_function_event_invoke_config": {
+                handler: {
+                    "count": direct_mode,
+                    "function_name": f"{prefix}-{handler}",
+                    "maximum_retry_attempts": 2,
+                    "maximum_event_age_in_seconds": 21600,
+                    "destination_config": {
+                        "on_failure": {"destination": "${aws_sqs_queue.failures.arn}"}
+                    },
+                }
+                for handler in DIRECT_HANDLERS
+            },
+        },
+        "output": {
+            "chalice_environment": {
+                "description": "environment_variables for the Chalice stage "
+                "(python manage.py terraform-env --stage STAGE FILE)",
+                "value": {
+                    "SOURCE_BUCKET": "${aws_s3_bucket.source.id}",
+                    "DEST_BUCKET": dest,
+                    "DDB_TABLE": "${aws_dynamodb_table.records.name}",
+                    "SNS_TOPIC_ARN": '${var.topic_name != "" ? aws_sns_topic.outcomes[0].arn : ""}',
+                    "EVENTS_QUEUE": "${var.events_queue}",
+                },
+            },
+            "failures_queue_arn": {"value": "${aws_sqs_queue.failures.arn}"},
+        },
+    }
+
+
+def render() -> str:
+    return json.dumps(document(), indent=2) + "\n"

@@ -1,0 +1,82 @@
+"""infra/main.tf.json: in sync with its generator, and every reference in it
+resolves (no terraform binary here; users run `terraform validate`)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from chalicelib.repositories.dynamodb import TTL_ATTRIBUTE, table_definition
+from chalicelib.settings import Settings
+from devtools.provision import QUEUE_EVENTS
+from devtools.stages import merge_environment, stage_environment
+from devtools.terraform import render
+
+PROJECT = Path(__file__).resolve().parents[2]
+INFRA = PROJECT / "infra" / "main.tf.json"
+
+
+def test_checked_in_terraform_is_generated() -> None:
+    assert INFRA.read_text() == render(), "run: python manage.py terraform"
+
+
+def test_every_reference_resolves() -> None:
+    doc = json.loads(INFRA.read_text())
+    text = INFRA.read_text()
+    variables = set(doc["variable"])
+    resources = {f"{kind}.{name}" for kind, items in doc["resource"].items() for name in items}
+    used_vars = set(re.findall(r"\bvar\.([a-z_]+)", text))
+    assert used_vars <= variables, used_vars - variables
+    assert variables <= used_vars, variables - used_vars  # none declared for nothing
+    used = set(re.findall(r"\b(aws_[a-z0-9_]+\.[a-z_]+)(?:\[0\])?\.", text))
+    assert used <= resources, used - resources
+    for items in doc["resource"].values():
+        for body in items.values():
+            for dependency in body.get("depends_on", []):
+                assert dependency in resources
+
+
+def test_table_matches_what_provision_creates() -> None:
+    table = json.loads(INFRA.read_text())["resource"]["aws_dynamodb_table"]["records"]
+    definition = table_definition("x")
+    assert {a["name"] for a in table["attribute"]} == {
+        a["AttributeName"] for a in definition["AttributeDefinitions"]
+    }
+    assert [i["name"] for i in table["global_secondary_index"]] == [
+        i["IndexName"] for i in definition["GlobalSecondaryIndexes"]
+    ]
+    assert (table["hash_key"], table["range_key"]) == ("pk", "sk")
+    assert table["ttl"] == {"attribute_name": TTL_ATTRIBUTE, "enabled": True}
+
+
+def test_queue_mode_and_failure_destination() -> None:
+    resources = json.loads(INFRA.read_text())["resource"]
+    notification = resources["aws_s3_bucket_notification"]["events"]
+    assert notification["queue"][0]["events"] == QUEUE_EVENTS
+    assert "events_queue" in notification["count"]
+    events = resources["aws_sqs_queue"]["events"]
+    assert "maxReceiveCount = 5" in events["redrive_policy"]
+    policy = resources["aws_sqs_queue_policy"]["events"]["policy"]
+    assert '"aws:SourceArn" = aws_s3_bucket.source.arn' in policy
+    configs = resources["aws_lambda_function_event_invoke_config"]
+    assert set(configs) == {"handle_object_created", "handle_object_removed"}
+    for config in configs.values():
+        destination = config["destination_config"]["on_failure"]["destination"]
+        assert destination == "${aws_sqs_queue.failures.arn}"
+
+
+def test_outputs_are_settings_the_stage_takes(tmp_path: Path) -> None:
+    outputs = json.loads(INFRA.read_text())["output"]["chalice_environment"]["value"]
+    names = {name.upper() for name in Settings.__dataclass_fields__}
+    assert set(outputs) <= names
+    (tmp_path / ".chalice").mkdir()
+    (tmp_path / ".chalice" / "config.json").write_text(
+        json.dumps({"app_name": "a", "stages": {"prod": {"environment_variables": {"X": "1"}}}})
+    )
+    merge_environment("prod", {"SOURCE_BUCKET": "in", "DDB_TABLE": "t"}, tmp_path)
+    assert stage_environment("prod", tmp_path) == {
+        "X": "1",
+        "SOURCE_BUCKET": "in",
+        "DDB_TABLE": "t",
+    }
