@@ -68,8 +68,17 @@ def _api() -> api.ImagesApi:
 
 # -- S3 and SQS events ----------------------------------------------------------
 def _handle_s3(event: S3Event) -> list[str]:
+    _remember_request(event)
     # S3Event.key is decoded already; parse the raw record so keys are decoded once.
     return [_pipeline().handle(e).value for e in events.parse_notification(event.to_dict())]
+
+
+def _remember_request(event: Any) -> None:
+    """Put the invocation's request id into every log line it writes."""
+    from chalicelib.observability import request_id
+
+    context = getattr(event, "context", None)
+    request_id.set(getattr(context, "aws_request_id", None))
 
 
 def handle_object_created(event: S3Event) -> list[str]:
@@ -83,6 +92,7 @@ def handle_object_removed(event: S3Event) -> list[str]:
 def handle_queued_events(event: SQSEvent) -> list[str]:
     from chalicelib.queue import Message, process_batch
 
+    _remember_request(event)
     messages = [
         Message(r.body, r.receipt_handle, r.to_dict().get("eventSourceARN", "")) for r in event
     ]

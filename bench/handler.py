@@ -21,7 +21,8 @@ import boto3
 from bench.inputs import SIZES, jpeg_bytes
 from chalicelib.factory import build_pipeline
 from chalicelib.models import EventKind, ObjectEvent
-from chalicelib.pipeline import Outcome, Stopwatch
+from chalicelib.observability import Stopwatch
+from chalicelib.pipeline import Outcome
 from chalicelib.settings import Settings
 from devtools.emulator import moto_server
 from devtools.provision import provision

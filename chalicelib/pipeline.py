@@ -9,12 +9,10 @@ Lambda or SQS retries the event, which the rules make harmless.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import enum
 import json
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -26,6 +24,14 @@ from chalicelib.imaging import ImageRejected, ImagingOptions, ProcessedImage, pr
 from chalicelib.metadata_function import RemoteMetadata
 from chalicelib.models import EventKind, Folder, ImageRecord, ObjectEvent, Rendition, Status
 from chalicelib.notify import Notifier, NullNotifier
+from chalicelib.observability import (
+    Stopwatch,
+    measure_source,
+    note,
+    outcome_line,
+    phase,
+    watching,
+)
 from chalicelib.repositories.base import Conflict, Repository, StoredImage, Tombstone
 from chalicelib.settings import Settings
 from chalicelib.storage import Archived, ObjectGone, S3Storage, TooLarge, iso
@@ -38,51 +44,13 @@ _MAX_ATTEMPTS = 5
 Processor = Callable[[bytes, ImagingOptions], ProcessedImage]
 
 
-class Stopwatch:
-    """Milliseconds spent per phase of one event (get, process, put, record)."""
-
-    def __init__(self) -> None:
-        self.ms: dict[str, float] = {}
-        self.detail: str | None = None  # why: the reason for an ignore, stale, failure...
-
-    @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            elapsed = (time.perf_counter() - start) * 1000
-            self.ms[name] = round(self.ms.get(name, 0.0) + elapsed, 2)
-
-
-# The current event's stopwatch; a context variable keeps threads that share a
-# pipeline (a backfill's worker pool) apart.
-_watch: contextvars.ContextVar[Stopwatch] = contextvars.ContextVar("watch")
-
-
-def _phase(name: str) -> contextlib.AbstractContextManager[None]:
-    watch = _watch.get(None)
-    return watch.phase(name) if watch is not None else contextlib.nullcontext()
-
-
-def _note(detail: str) -> None:
-    """Say why the current event ends as it does (goes into its one log line)."""
-    watch = _watch.get(None)
-    if watch is not None:
-        watch.detail = detail
-
-
 Observer = Callable[[ObjectEvent, "Outcome", Stopwatch], None]
 
 
 def log_outcome(event: ObjectEvent, outcome: Outcome, watch: Stopwatch) -> None:
-    """One structured line per event handled."""
-    line: dict[str, Any] = {"key": event.key, "event": event.event_name, "outcome": str(outcome)}
-    if watch.detail:
-        line["detail"] = watch.detail
-    line["ms"] = watch.ms
+    """One structured line per event handled, with its metrics (EMF)."""
     level = logging.WARNING if outcome is Outcome.FAILED else logging.INFO
-    log.log(level, json.dumps(line, ensure_ascii=False))
+    log.log(level, json.dumps(outcome_line(event, str(outcome), watch), ensure_ascii=False))
 
 
 class Outcome(enum.StrEnum):
@@ -139,21 +107,15 @@ class Pipeline:
 
     # -- entry ----------------------------------------------------------------
     def handle(self, event: ObjectEvent) -> Outcome:
-        watch = Stopwatch()
-        token = _watch.set(watch)
-        start = time.perf_counter()
-        try:
+        with watching() as watch:
             outcome = self._dispatch(event)
-        finally:
-            _watch.reset(token)
-        watch.ms["total"] = round((time.perf_counter() - start) * 1000, 2)
         self.observer(event, outcome, watch)
         return outcome
 
     def _dispatch(self, event: ObjectEvent) -> Outcome:
         reason = self._ignore_reason(event)
         if reason:
-            _note(reason)
+            note(reason)
             return Outcome.IGNORED
         if event.is_folder:
             return self._folder(event)
@@ -177,11 +139,11 @@ class Pipeline:
         sequencer = keys.normalise_sequencer(event.sequencer)
         result: _Result | None = None
         for _ in range(_MAX_ATTEMPTS):
-            with _phase("record"):
+            with phase("record"):
                 stored = self.repository.load(image_id)
             decision = decide(stored, EventKind.CREATED, sequencer, event.etag)
             if decision is Decision.STALE:
-                _note("the stored state is newer")
+                note("the stored state is newer")
                 return Outcome.STALE
             if decision is Decision.DUPLICATE:
                 assert stored is not None
@@ -193,7 +155,7 @@ class Pipeline:
                     return Outcome.SUPERSEDED
             record = self._stamped(result.record, stored)
             try:
-                with _phase("record"):
+                with phase("record"):
                     version = self.repository.save(record, stored.version if stored else None)
             except Conflict:
                 continue
@@ -219,12 +181,12 @@ class Pipeline:
         if size > s.max_source_bytes:
             return _Result(self._failed(base, str(TooLarge(size, s.max_source_bytes))), {})
         try:
-            with _phase("get"):
+            with phase("get"):
                 source = self.storage.read(
                     event.bucket, event.key, etag=etag, max_bytes=s.max_source_bytes
                 )
         except ObjectGone:
-            _note("the object is gone or has another ETag")
+            note("the object is gone or has another ETag")
             return None
         except (TooLarge, Archived) as exc:
             return _Result(self._failed(base, str(exc)), {})
@@ -232,15 +194,16 @@ class Pipeline:
         try:
             extracted = None
             if self.remote_metadata is not None:
-                with _phase("metadata"):
+                with phase("metadata"):
                     extracted = self.remote_metadata.fetch(event.bucket, event.key, base.etag)
-            with _phase("process"):
+            with phase("process"):
                 image = self.processor(source.data, self.options)
         except ObjectGone:
-            _note("the object is gone or has another ETag")
+            note("the object is gone or has another ETag")
             return None
         except ImageRejected as exc:
             return _Result(self._failed(base, str(exc)), {})
+        measure_source(image.width, image.height)
         if extracted is not None:  # the child function's view of the file wins
             image = replace(
                 image,
@@ -267,7 +230,7 @@ class Pipeline:
                 r.name, s.dest_bucket, key, r.width, r.height, len(r.data), r.content_type
             )
             data[r.name] = r.data
-        with _phase("put"):
+        with phase("put"):
             self._write_renditions(renditions, data, event.key, base.etag)
         record = base.with_(
             status=Status.PROCESSED,
@@ -327,7 +290,7 @@ class Pipeline:
         )
 
     def _failed(self, base: ImageRecord, error: str) -> ImageRecord:
-        _note(error)
+        note(error)
         return base.with_(status=Status.FAILED, error=error)
 
     def _stamped(self, record: ImageRecord, stored: StoredImage | None) -> ImageRecord:
@@ -340,7 +303,7 @@ class Pipeline:
     # -- deletions ------------------------------------------------------------
     def _removed(self, event: ObjectEvent) -> Outcome:
         if self.storage.head(event.bucket, event.key) is not None:
-            _note("the object still exists")
+            note("the object still exists")
             return Outcome.SUPERSEDED
         image_id = keys.image_id(event.bucket, event.key)
         sequencer = keys.normalise_sequencer(event.sequencer)
@@ -418,7 +381,7 @@ class Pipeline:
         before = self.repository.get_folder(prefix)
         if event.kind is EventKind.CREATED:
             if not exists:
-                _note("the marker object is gone")
+                note("the marker object is gone")
                 return Outcome.SUPERSEDED
             if before is not None and before.has_marker:
                 self._publish_folder(before, "folder.created")
@@ -428,7 +391,7 @@ class Pipeline:
             self._publish_folder(folder, "folder.created")
             return Outcome.FOLDER_CREATED
         if exists:
-            _note("the marker object still exists")
+            note("the marker object still exists")
             return Outcome.SUPERSEDED
         if before is None:
             return Outcome.DUPLICATE

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from chalicelib.observability import NAMESPACE
 from chalicelib.repositories import dynamodb
 from devtools.provision import MAX_RECEIVE_COUNT, QUEUE_EVENTS, VISIBILITY_FACTOR
 
@@ -49,6 +50,74 @@ def _table() -> dict[str, Any]:
     }
 
 
+def _widget(title: str, metrics: list[list[Any]], stat: str, x: int, y: int) -> dict[str, Any]:
+    return {
+        "type": "metric",
+        "x": x,
+        "y": y,
+        "width": 12,
+        "height": 6,
+        "properties": {
+            "title": title,
+            "region": "${data.aws_region.current.name}",
+            "stat": stat,
+            "period": 300,
+            "view": "timeSeries",
+            "metrics": metrics,
+        },
+    }
+
+
+def _search(namespace: str, dimension: str, metric: str, stat: str, label: str) -> list[Any]:
+    terms = f'{{{namespace},{dimension}}} MetricName="{metric}" ${{var.app_name}}-${{var.stage}}'
+    query = f"SEARCH('{terms}', '{stat}', 300)"
+    return [{"expression": query, "label": label, "id": label.lower().replace(" ", "_")}]
+
+
+def dashboard() -> str:
+    """CloudWatch dashboard body: the pipeline's EMF metrics and its Lambda and queue health."""
+    own, lam = (NAMESPACE, "Function"), ("AWS/Lambda", "FunctionName")
+    queues = [
+        ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", name]
+        for name in ("${var.events_queue}-dlq", "${var.app_name}-${var.stage}-failed-events")
+    ]
+    widgets = [
+        _widget(
+            "Images",
+            [_search(*own, m, "Sum", m) for m in ("Processed", "Failed", "Ignored")],
+            "Sum",
+            0,
+            0,
+        ),
+        _widget(
+            "Processing ms (p50, p99)",
+            [_search(*own, "ProcessingMilliseconds", s, f"{s} ms") for s in ("p50", "p99")],
+            "p50",
+            12,
+            0,
+        ),
+        _widget(
+            "Source megapixels",
+            [_search(*own, "SourceMegapixels", "Average", "Average MP")],
+            "Average",
+            0,
+            6,
+        ),
+        _widget(
+            "Lambda errors and throttles",
+            [_search(*lam, m, "Sum", m) for m in ("Errors", "Throttles")],
+            "Sum",
+            12,
+            6,
+        ),
+        _widget(
+            "Lambda duration p99", [_search(*lam, "Duration", "p99", "Duration p99")], "p99", 0, 12
+        ),
+        _widget("Dead letters and failed events", queues, "Maximum", 12, 12),
+    ]
+    return json.dumps({"widgets": widgets})
+
+
 def document() -> dict[str, Any]:
     sqs_mode = '${var.events_queue != "" ? 1 : 0}'
     direct_mode = '${var.events_queue == "" && var.attach_failure_destination ? 1 : 0}'
@@ -77,7 +146,11 @@ def document() -> dict[str, Any]:
                 False,
             ),
         },
+        "data": {"aws_region": {"current": {}}},
         "resource": {
+            "aws_cloudwatch_dashboard": {
+                "pipeline": {"dashboard_name": prefix, "dashboard_body": dashboard()}
+            },
             "aws_s3_bucket": {
                 "source": {"bucket": "${var.source_bucket}"},
                 "dest": {

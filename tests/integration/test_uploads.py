@@ -217,6 +217,8 @@ def test_each_event_logs_one_line_with_its_reason(
     assert lines[0]["key"] == "notes.txt"
     assert lines[0]["outcome"] == "ignored"
     assert lines[0]["detail"] == "suffix not in IMAGE_SUFFIXES"
+    assert lines[0]["Ignored"] == 1 and "_aws" in lines[0]  # also an EMF metrics record
+    assert lines[0]["request_id"]  # the Lambda invocation's
 
 
 def test_versioned_bucket_old_version_deleted_and_delete_marker(stack: Stack) -> None:

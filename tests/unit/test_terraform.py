@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+from chalicelib.observability import METRICS, NAMESPACE
 from chalicelib.repositories.dynamodb import TTL_ATTRIBUTE, table_definition
 from chalicelib.settings import Settings
 from devtools.provision import QUEUE_EVENTS
@@ -26,6 +27,7 @@ def test_every_reference_resolves() -> None:
     text = INFRA.read_text()
     variables = set(doc["variable"])
     resources = {f"{kind}.{name}" for kind, items in doc["resource"].items() for name in items}
+    resources |= {f"{kind}.{name}" for kind, items in doc["data"].items() for name in items}
     used_vars = set(re.findall(r"\bvar\.([a-z_]+)", text))
     assert used_vars <= variables, used_vars - variables
     assert variables <= used_vars, variables - used_vars  # none declared for nothing
@@ -80,3 +82,15 @@ def test_outputs_are_settings_the_stage_takes(tmp_path: Path) -> None:
         "SOURCE_BUCKET": "in",
         "DDB_TABLE": "t",
     }
+
+
+def test_dashboard_shows_the_emitted_metrics_and_lambda_health() -> None:
+    resources = json.loads(INFRA.read_text())["resource"]
+    body = json.loads(resources["aws_cloudwatch_dashboard"]["pipeline"]["dashboard_body"])
+    text = json.dumps(body)
+    for metric in METRICS:
+        assert f'MetricName=\\"{metric}\\"' in text, metric
+    for metric in ("Errors", "Throttles", "Duration", "ApproximateNumberOfMessagesVisible"):
+        assert metric in text
+    assert f"{{{NAMESPACE},Function}}" in text
+    assert all(w["properties"]["region"] for w in body["widgets"])
