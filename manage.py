@@ -61,6 +61,39 @@ def cmd_terraform_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backfill(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    import boto3
+
+    from chalicelib.factory import build_pipeline
+    from devtools import backfill
+
+    settings = _stage_settings(args.stage)
+    options = backfill.Options(
+        args.prefix, args.only_missing, args.via_queue, args.workers, args.prune, args.dry_run
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        print("\nstopping after the images in flight (Ctrl-C again to abort)", file=sys.stderr)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    summary = backfill.run(
+        settings, options, lambda: build_pipeline(settings), boto3.client("s3"),
+        boto3.client("sqs") if args.via_queue else None, stop,
+    )  # fmt: skip
+    for action in summary.actions:
+        print(action)
+    print(summary.line())
+    return 130 if summary.interrupted else 0
+
+
 def cmd_terraform(args: argparse.Namespace) -> int:
     from devtools.stages import PROJECT_DIR
     from devtools.terraform import render
@@ -93,6 +126,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--stage", default="dev")
     p.set_defaults(run=cmd_failure_destination)
+    p = commands.add_parser("backfill", help="(re)process what is already in the bucket")
+    p.add_argument("--stage", default="dev")
+    p.add_argument("--prefix", default="", help="only keys under this prefix")
+    p.add_argument(
+        "--only-missing",
+        action="store_true",
+        help="skip images processed from the same content with the current settings",
+    )
+    p.add_argument(
+        "--via-queue",
+        action="store_true",
+        help="send the events to EVENTS_QUEUE for the Lambda fleet",
+    )
+    p.add_argument("--workers", type=int, default=4, help="in-process worker threads (4)")
+    p.add_argument(
+        "--prune",
+        action="store_true",
+        help="delete renditions no record lists (old settings, sources gone)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print what it would do")
+    p.set_defaults(run=cmd_backfill)
     p = commands.add_parser("terraform", help="write infra/main.tf.json")
     p.set_defaults(run=cmd_terraform)
     p = commands.add_parser("terraform-env", help="take the stage's names from infra/ outputs")

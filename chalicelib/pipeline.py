@@ -113,7 +113,7 @@ class Pipeline:
         return outcome
 
     def _dispatch(self, event: ObjectEvent) -> Outcome:
-        reason = self._ignore_reason(event)
+        reason = self.ignore_reason(event)
         if reason:
             note(reason)
             return Outcome.IGNORED
@@ -123,7 +123,7 @@ class Pipeline:
             return self._created(event)
         return self._removed(event)
 
-    def _ignore_reason(self, event: ObjectEvent) -> str | None:
+    def ignore_reason(self, event: ObjectEvent) -> str | None:
         s = self.settings
         if event.bucket != s.source_bucket:
             return f"not the source bucket {s.source_bucket}"

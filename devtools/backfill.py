@@ -1,0 +1,284 @@
+"""``manage.py backfill``: (re)process what is already in the source bucket.
+
+Events made here carry the listed ETag and no sequencer, so the delivery rules
+keep a backfill that races a real delete or re-upload from resurrecting or
+regressing anything: the object is read with If-Match, and a stored state
+that a sequenced event wrote wins unless it is the same content.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tqdm import tqdm
+
+from chalicelib import keys
+from chalicelib.models import EventKind, ObjectEvent, Status
+from chalicelib.pipeline import Pipeline
+from chalicelib.repositories.base import ImageQuery, Repository
+from chalicelib.settings import Settings
+from chalicelib.storage import iso
+
+# Renditions younger than this may belong to an upload whose record is not
+# saved yet (renditions are written first): prune leaves them alone.
+PRUNE_GRACE = timedelta(minutes=15)
+
+
+@dataclass
+class Summary:
+    processed: int = 0
+    failed: int = 0
+    skipped: int = 0  # already processed with the current settings (--only-missing)
+    unchanged: int = 0  # the pipeline found nothing to do (stale, superseded, ...)
+    queued: int = 0
+    pruned: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    actions: list[str] = field(default_factory=list)  # what --dry-run would do
+
+    def line(self) -> str:
+        parts = [
+            f"processed {self.processed}",
+            f"failed {self.failed}",
+            f"skipped {self.skipped}",
+            f"unchanged {self.unchanged}",
+        ]
+        if self.queued:
+            parts.append(f"queued {self.queued}")
+        if self.pruned:
+            parts.append(f"pruned {self.pruned}")
+        state = (
+            " (interrupted: run again with --only-missing to continue)" if self.interrupted else ""
+        )
+        return ", ".join(parts) + f" in {self.seconds:.1f} s" + state
+
+
+@dataclass(frozen=True)
+class Options:
+    prefix: str = ""
+    only_missing: bool = False
+    via_queue: bool = False
+    workers: int = 4
+    prune: bool = False
+    dry_run: bool = False
+    progress: bool = True
+    prune_grace: timedelta = PRUNE_GRACE
+
+
+def list_objects(s3: Any, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        yield from page.get("Contents", [])
+
+
+def backfill_event(bucket: str, obj: dict[str, Any]) -> ObjectEvent:
+    return ObjectEvent(
+        bucket=bucket,
+        key=obj["Key"],
+        kind=EventKind.CREATED,
+        event_name="ObjectCreated:Backfill",
+        size=int(obj["Size"]),
+        etag=str(obj["ETag"]).strip('"'),
+        sequencer=None,
+        event_time=iso(obj["LastModified"]),
+    )
+
+
+def is_done(repository: Repository, settings: Settings, event: ObjectEvent) -> bool:
+    """Processed already, from this content, with the current rendition settings."""
+    record = repository.get(keys.image_id(event.bucket, event.key))
+    return (
+        record is not None
+        and record.status is Status.PROCESSED
+        and record.etag == event.etag
+        and record.fingerprint == settings.fingerprint
+    )
+
+
+def notification(event: ObjectEvent) -> str:
+    """A synthetic S3 notification body for the events queue (key encoded as S3 does)."""
+    from urllib.parse import quote_plus
+
+    record = {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "eventName": event.event_name,
+        "eventTime": event.event_time,
+        "s3": {
+            "bucket": {"name": event.bucket, "arn": f"arn:aws:s3:::{event.bucket}"},
+            "object": {
+                "key": quote_plus(event.key, safe="/"),
+                "size": event.size,
+                "eTag": event.etag,
+            },
+        },
+    }
+    return json.dumps({"Records": [record]})
+
+
+def run(
+    settings: Settings,
+    options: Options,
+    make_pipeline: Callable[[], Pipeline],
+    s3: Any,
+    sqs: Any = None,
+    stop: threading.Event | None = None,
+) -> Summary:
+    """Backfill; ``stop`` (set by Ctrl-C) ends it cleanly after the work in flight."""
+    stop = stop or threading.Event()
+    started = time.monotonic()
+    summary = Summary()
+    local = threading.local()
+
+    def pipeline() -> Pipeline:
+        # boto3 resources and MySQL connections are not shared between threads.
+        if not hasattr(local, "pipeline"):
+            local.pipeline = make_pipeline()
+        made: Pipeline = local.pipeline
+        return made
+
+    reference = pipeline()
+    events = [
+        e
+        for e in (backfill_event(settings.source_bucket, o) for o in
+                  list_objects(s3, settings.source_bucket, options.prefix))
+        if reference.ignore_reason(e) is None and not e.is_folder
+    ]  # fmt: skip
+    todo = []
+    for event in events:
+        if options.only_missing and is_done(reference.repository, settings, event):
+            summary.skipped += 1
+        else:
+            todo.append(event)
+    bar = tqdm(total=len(todo), unit="img", disable=not options.progress, dynamic_ncols=True)
+    try:
+        if options.dry_run:
+            summary.actions += [f"would process {e.key}" for e in todo]
+        elif options.via_queue:
+            _enqueue(settings, todo, sqs, summary, bar, stop)
+        else:
+            _process(todo, pipeline, options.workers, summary, bar, stop)
+        if options.prune and not stop.is_set():
+            _prune(settings, options, reference, s3, summary)
+    finally:
+        bar.close()
+    summary.interrupted = stop.is_set()
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _process(
+    todo: list[ObjectEvent],
+    pipeline: Callable[[], Pipeline],
+    workers: int,
+    summary: Summary,
+    bar: Any,
+    stop: threading.Event,
+) -> None:
+    pending: set[Future[str]] = set()
+    queue = iter(todo)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        while True:
+            while not stop.is_set() and len(pending) < workers * 2:
+                event = next(queue, None)
+                if event is None:
+                    break
+                pending.add(pool.submit(lambda e: pipeline().handle(e).value, event))
+            if not pending:
+                return
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for future in done:
+                outcome = future.result()
+                if outcome == "processed":
+                    summary.processed += 1
+                elif outcome == "failed":
+                    summary.failed += 1
+                else:
+                    summary.unchanged += 1
+                bar.update(1)
+
+
+def _enqueue(
+    settings: Settings,
+    todo: list[ObjectEvent],
+    sqs: Any,
+    summary: Summary,
+    bar: Any,
+    stop: threading.Event,
+) -> None:
+    if not settings.events_queue:
+        raise SystemExit("--via-queue needs a stage in SQS mode (EVENTS_QUEUE)")
+    url = sqs.get_queue_url(QueueName=settings.events_queue)["QueueUrl"]
+    for start in range(0, len(todo), 10):
+        if stop.is_set():
+            return
+        chunk = todo[start : start + 10]
+        response = sqs.send_message_batch(
+            QueueUrl=url,
+            Entries=[{"Id": str(i), "MessageBody": notification(e)} for i, e in enumerate(chunk)],
+        )
+        if response.get("Failed"):
+            raise RuntimeError(f"the queue refused {len(response['Failed'])} messages")
+        summary.queued += len(chunk)
+        bar.update(len(chunk))
+
+
+def _prune(
+    settings: Settings, options: Options, pipeline: Pipeline, s3: Any, summary: Summary
+) -> None:
+    """Remove what no source justifies any more: records (and their renditions)
+    of sources that are gone, then renditions no record lists (removed names,
+    an old output format, leftovers of lost events)."""
+    sources = {o["Key"] for o in list_objects(s3, settings.source_bucket, options.prefix)}
+    for status in Status:
+        after = None
+        while True:
+            page = pipeline.repository.list_images(ImageQuery(status, None, 100, after))
+            for record in page.items:
+                if record.key.startswith(options.prefix) and record.key not in sources:
+                    if options.dry_run:
+                        summary.actions.append(f"would remove {record.key} (source gone)")
+                        continue
+                    removed = ObjectEvent(
+                        record.bucket, record.key, EventKind.REMOVED, "ObjectRemoved:Backfill"
+                    )
+                    if pipeline.handle(removed).value == "deleted":
+                        summary.pruned += len(record.renditions)
+            if page.cursor is None:
+                break
+            after = page.cursor
+    names = {spec.name for spec in settings.renditions}
+    now = datetime.now(UTC)
+    doomed: list[str] = []
+    for obj in list_objects(s3, settings.dest_bucket, settings.rendition_prefix):
+        rendition = obj["Key"]
+        name, _, rest = rendition[len(settings.rendition_prefix) :].partition("/")
+        if not rest.startswith(options.prefix) or now - obj["LastModified"] < options.prune_grace:
+            continue
+        candidates = [rest]
+        base, extension = posixpath.splitext(rest)
+        if extension.lower() in keys.EXTENSIONS.values():
+            candidates.append(base)
+        listed = any(_lists(pipeline.repository, settings.source_bucket, c, rendition)
+                     for c in candidates)  # fmt: skip
+        if name not in names or not listed:
+            doomed.append(rendition)
+    if options.dry_run:
+        summary.actions += [f"would delete {k}" for k in doomed]
+        return
+    from chalicelib.storage import S3Storage
+
+    S3Storage(s3).delete(settings.dest_bucket, doomed)
+    summary.pruned += len(doomed)
+
+
+def _lists(repository: Repository, bucket: str, source: str, rendition: str) -> bool:
+    record = repository.get(keys.image_id(bucket, source))
+    return record is not None and any(r.key == rendition for r in record.renditions.values())
