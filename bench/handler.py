@@ -6,6 +6,10 @@ upload event), reporting the median milliseconds per phase:
 get (S3 GetObject), process (decode + renditions + encode), put (renditions
 to S3), record (DynamoDB read + conditional write).
 
+Beside it, in the same run, a seed-style handler like the write-ups this
+project replaces: download the object to a file, resize each rendition from
+the full-size image, save and upload each, put_item the record.
+
     .venv/bin/python -m bench.handler [--repeats 9] [--size 12mp]
 """
 
@@ -15,6 +19,7 @@ import argparse
 import os
 import platform
 import statistics
+import time
 
 import boto3
 
@@ -35,6 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     with moto_server() as url:
         runs, size = run(args.size, args.repeats, url)
+        seed = seed_style(args.size, args.repeats)
     phases = ["get", "process", "put", "record", "total"]
     width, height = SIZES[args.size]
     print(f"{args.size} JPEG ({width}x{height}, {size:,} bytes), {args.repeats} runs, "
@@ -43,6 +49,42 @@ def main() -> None:
     print("|---|---|")
     for phase in phases:
         print(f"| {phase} | {statistics.median(r.get(phase, 0.0) for r in runs):.1f} |")
+    ours = statistics.median(r["total"] for r in runs)
+    print(f"| seed-style handler, total | {seed:.1f} |")
+    print(f"\nthis pipeline / seed-style: {ours / seed:.2f}x")
+
+
+def seed_style(size_name: str, repeats: int) -> float:
+    """Median ms of the naive handler, on the same emulator and image."""
+    import io
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image
+
+    s3 = boto3.client("s3")
+    table = boto3.resource("dynamodb").Table("bench")
+    s3.put_object(Bucket="bench", Key="seed.jpg", Body=jpeg_bytes(*SIZES[size_name]))
+    samples = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeats + 1):
+            start = time.perf_counter()
+            source = Path(tmp) / "seed.jpg"
+            s3.download_file("bench", "seed.jpg", str(source))
+            sizes = {}
+            for name, box in (("thumb", 256), ("medium", 800), ("large", 1600)):
+                with Image.open(source) as image:
+                    scale = min(box / image.width, box / image.height, 1)
+                    size = (round(image.width * scale), round(image.height * scale))
+                    out = io.BytesIO()
+                    image.resize(size, Image.Resampling.LANCZOS).save(out, "JPEG", quality=85)
+                target = Path(tmp) / f"{name}.jpg"
+                target.write_bytes(out.getvalue())
+                s3.upload_file(str(target), "bench", f"resized/{name}/seed.jpg")
+                sizes[name] = f"{size[0]}x{size[1]}"
+            table.put_item(Item={"pk": "IMG#seed", "sk": "IMG", "sizes": sizes, "n": i})
+            samples.append((time.perf_counter() - start) * 1000)
+    return statistics.median(samples[1:])
 
 
 def run(size_name: str, repeats: int, url: str) -> tuple[list[dict[str, float]], int]:
