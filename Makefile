@@ -29,8 +29,12 @@ integration: venv
 	$(PY) -m pytest tests/integration
 
 bench: venv
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	$(PY) -m bench.imaging
 	$(PY) -m bench.handler
+	$(PY) -m bench.import_time
 	$(PY) -m bench.listing
+	$(PY) -m bench.local_stack
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
