@@ -14,8 +14,6 @@ import os
 import platform
 import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +21,6 @@ from pathlib import Path
 import boto3
 
 from bench.inputs import SIZES, jpeg_bytes
-from devtools.emulator import free_port
 from tests.e2e.test_local_stack import LocalStack
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -34,15 +31,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--size", choices=sorted(SIZES), default="12mp")
     args = parser.parse_args()
-    aws_port, api_port = free_port(), free_port()
     with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "dev", "--aws-port", str(aws_port),
-             "--api-port", str(api_port)],
-            cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
-        )  # fmt: skip
-        stack = LocalStack(f"http://127.0.0.1:{api_port}/", f"http://127.0.0.1:{aws_port}", process)
+        stack = LocalStack.launch(log)
+        process = stack.process
         try:
             samples = measure(stack, args.size, args.repeats)
         finally:

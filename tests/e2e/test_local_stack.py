@@ -40,6 +40,23 @@ class LocalStack:
     endpoint: str
     process: subprocess.Popen[bytes]
 
+    @classmethod
+    def launch(cls, log: Any) -> LocalStack:
+        """``manage.py dev`` on free ports, in its own process group, without
+        any AWS settings of the caller's environment."""
+        aws_port, api_port = free_port(), free_port()
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "dev", "--aws-port", str(aws_port),
+             "--api-port", str(api_port)],
+            cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        )  # fmt: skip
+        return cls(f"http://127.0.0.1:{api_port}/", f"http://127.0.0.1:{aws_port}", process)
+
+    @property
+    def ports(self) -> tuple[int, int]:
+        return int(self.endpoint.rsplit(":", 1)[1]), int(self.api.rstrip("/").rsplit(":", 1)[1])
+
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(self.api + path, timeout=10) as response:
             return json.loads(response.read())
@@ -72,15 +89,10 @@ def browser_or_skip() -> tuple[str, str]:
 
 @pytest.fixture
 def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
-    aws_port, api_port = free_port(), free_port()
     log = (tmp_path / "dev.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "dev", "--aws-port", str(aws_port),
-         "--api-port", str(api_port)],
-        cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
-    )  # fmt: skip
-    stack = LocalStack(f"http://127.0.0.1:{api_port}/", f"http://127.0.0.1:{aws_port}", process)
+    stack = LocalStack.launch(log)
+    process = stack.process
+    aws_port, api_port = stack.ports
     deadline = time.monotonic() + TIMEOUT
     while b"Ctrl-C stops everything" not in (tmp_path / "dev.log").read_bytes():
         if process.poll() is not None or time.monotonic() > deadline:
