@@ -132,3 +132,14 @@ def test_gallery_page_headers(stack: Stack) -> None:
     assert "default-src 'none'" in csp and "script-src 'sha256-" in csp
     assert "unsafe-inline" not in csp
     assert b"image-pipeline gallery" in response.body
+
+
+def test_import_app_loads_nothing_a_path_may_not_use() -> None:
+    """Cold start: the API function needs neither Pillow, PyMySQL nor boto3 to import."""
+    code = (
+        "import sys, app; print(sorted(m for m in ('PIL', 'pymysql', 'boto3', 'pyvips')"
+        " if m in sys.modules))"
+    )
+    done = run_python(code, {"SOURCE_BUCKET": "b", "DDB_TABLE": "t"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
