@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -67,14 +67,6 @@ class Outcome(enum.StrEnum):
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class _Result:
-    """What processing one upload produced, before it is stored."""
-
-    record: ImageRecord
-    rendition_data: dict[str, bytes]
 
 
 class Pipeline:
@@ -137,7 +129,7 @@ class Pipeline:
     def _created(self, event: ObjectEvent) -> Outcome:
         image_id = keys.image_id(event.bucket, event.key)
         sequencer = keys.normalise_sequencer(event.sequencer)
-        result: _Result | None = None
+        result: ImageRecord | None = None
         for _ in range(_MAX_ATTEMPTS):
             with phase("record"):
                 stored = self.repository.load(image_id)
@@ -153,7 +145,7 @@ class Pipeline:
                 result = self._produce(event, image_id, sequencer)
                 if result is None:
                     return Outcome.SUPERSEDED
-            record = self._stamped(result.record, stored)
+            record = self._stamped(result, stored)
             try:
                 with phase("record"):
                     version = self.repository.save(record, stored.version if stored else None)
@@ -167,7 +159,7 @@ class Pipeline:
             return Outcome.PROCESSED if record.status is Status.PROCESSED else Outcome.FAILED
         raise RuntimeError(f"gave up on {event.key} after {_MAX_ATTEMPTS} conflicting writes")
 
-    def _produce(self, event: ObjectEvent, image_id: str, sequencer: str) -> _Result | None:
+    def _produce(self, event: ObjectEvent, image_id: str, sequencer: str) -> ImageRecord | None:
         """Read, process and write renditions; None if the object is gone or changed."""
         s = self.settings
         size, etag, uploaded_at = event.size, event.etag, _event_time(event.event_time)
@@ -179,7 +171,7 @@ class Pipeline:
             uploaded_at = uploaded_at or iso(info.last_modified)
         base = self._base_record(event, image_id, sequencer, etag, size, uploaded_at)
         if size > s.max_source_bytes:
-            return _Result(self._failed(base, str(TooLarge(size, s.max_source_bytes))), {})
+            return self._failed(base, str(TooLarge(size, s.max_source_bytes)))
         try:
             with phase("get"):
                 source = self.storage.read(
@@ -189,7 +181,7 @@ class Pipeline:
             note("the object is gone or has another ETag")
             return None
         except (TooLarge, Archived) as exc:
-            return _Result(self._failed(base, str(exc)), {})
+            return self._failed(base, str(exc))
         base = base.with_(etag=source.info.etag, size_bytes=source.info.size)
         try:
             extracted = None
@@ -202,7 +194,7 @@ class Pipeline:
             note("the object is gone or has another ETag")
             return None
         except ImageRejected as exc:
-            return _Result(self._failed(base, str(exc)), {})
+            return self._failed(base, str(exc))
         measure_source(image.width, image.height)
         if extracted is not None:  # the child function's view of the file wins
             image = replace(
@@ -217,14 +209,11 @@ class Pipeline:
         for r in image.renditions:
             key = keys.rendition_key(s.rendition_prefix, r.name, event.key, r.format)
             if not keys.key_fits(key):
-                return _Result(
-                    self._failed(
-                        base,
-                        f"the key is too long for its renditions: {r.name!r} would be stored at "
-                        f"a {len(key.encode()):,}-byte key, over S3's {keys.MAX_KEY_BYTES}; "
-                        "shorten the key or RENDITION_PREFIX",
-                    ),
-                    {},
+                return self._failed(
+                    base,
+                    f"the key is too long for its renditions: {r.name!r} would be stored at "
+                    f"a {len(key.encode()):,}-byte key, over S3's {keys.MAX_KEY_BYTES}; "
+                    "shorten the key or RENDITION_PREFIX",
                 )
             renditions[r.name] = Rendition(
                 r.name, s.dest_bucket, key, r.width, r.height, len(r.data), r.content_type
@@ -241,7 +230,7 @@ class Pipeline:
             renditions=renditions,
             metadata=image.metadata,
         )
-        return _Result(record, data)
+        return record
 
     def _write_renditions(
         self, renditions: dict[str, Rendition], data: dict[str, bytes], source_key: str, etag: str
