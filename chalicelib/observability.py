@@ -35,6 +35,7 @@ class Stopwatch:
         self.ms: dict[str, float] = {}
         self.detail: str | None = None
         self.megapixels: float | None = None
+        self.engine: str | None = None
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -76,10 +77,12 @@ def note(detail: str) -> None:
         watch.detail = detail
 
 
-def measure_source(width: int, height: int) -> None:
+def measure_source(width: int, height: int, engine: str) -> None:
+    """The source's size, and the imaging engine that made its renditions."""
     watch = _watch.get(None)
     if watch is not None:
         watch.megapixels = round(width * height / 1e6, 3)
+        watch.engine = engine
 
 
 def outcome_line(event: ObjectEvent, outcome: str, watch: Stopwatch) -> dict[str, Any]:
@@ -111,6 +114,8 @@ def outcome_line(event: ObjectEvent, outcome: str, watch: Stopwatch) -> dict[str
         "request_id": request_id.get(),
         "ms": watch.ms,
     }
+    if watch.engine:
+        line["engine"] = watch.engine
     if watch.detail:
         line["detail"] = watch.detail
     return line

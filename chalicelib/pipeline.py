@@ -95,6 +95,7 @@ class Pipeline:
             jpeg_quality=settings.jpeg_quality,
             strip_metadata=settings.strip_metadata,
             max_pixels=settings.max_source_pixels,
+            engine=settings.image_engine,
         )
 
     # -- entry ----------------------------------------------------------------
@@ -195,7 +196,7 @@ class Pipeline:
             return None
         except ImageRejected as exc:
             return self._failed(base, str(exc))
-        measure_source(image.width, image.height)
+        measure_source(image.width, image.height, image.engine)
         if extracted is not None:  # the child function's view of the file wins
             image = replace(
                 image,

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from chalicelib.imaging.formats import OUTPUT_FORMATS
 from chalicelib.imaging.geometry import GeometryError, RenditionSpec, parse_renditions
+from chalicelib.imaging.model import ENGINES
 
 T = TypeVar("T")
 
 DEFAULT_RENDITIONS = "thumb=256x256,medium=800x800,large=1600x1600"
 DEFAULT_SUFFIXES = ".jpg,.jpeg,.png,.webp,.gif,.tif,.tiff,.bmp"
-OUTPUT_FORMATS = ("auto", "jpeg", "png", "webp")
-ENGINES = ("pillow", "vips")
 BACKENDS = ("dynamodb", "mysql")
 API_AUTHS = ("none", "iam", "api_key")
 _TRUE = ("1", "true", "yes", "on")
@@ -125,8 +126,11 @@ class Settings:
             upload_prefix=reader.prefix("UPLOAD_PREFIX", "uploads/"),
             url_expires=reader.integer("URL_EXPIRES", 3600, 1, 604_800),
         )
-        if settings.image_engine == "vips":
-            reader.problems.append("IMAGE_ENGINE=vips is not available in this release; use pillow")
+        if settings.image_engine == "vips" and importlib.util.find_spec("pyvips") is None:
+            reader.problems.append(
+                "IMAGE_ENGINE=vips needs pyvips, which is not installed: "
+                "pip install -r requirements.txt (pyvips-binary bundles libvips)"
+            )
         if settings.upload_prefix.startswith(settings.rendition_prefix):
             reader.problems.append("UPLOAD_PREFIX must not lie under RENDITION_PREFIX")
         if reader.problems:

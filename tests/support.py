@@ -22,6 +22,12 @@ def jpeg(width: int, height: int, *, orientation: int | None = None, quality: in
     return buffer.getvalue()
 
 
+def encoded(image: Image.Image, fmt: str, **params: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **params)
+    return buffer.getvalue()
+
+
 def png(width: int, height: int, mode: str = "RGBA") -> bytes:
     image = Image.new(mode, (width, height))
     buffer = io.BytesIO()

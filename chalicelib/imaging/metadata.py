@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+import struct
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -44,25 +45,37 @@ _EXIF_DROP = frozenset(
 )
 
 
-def read_exif(img: Image.Image, *, may_decode: bool) -> Image.Exif:
+def read_exif(img: Image.Image, data: bytes) -> Image.Exif:
     """The source's EXIF, or an empty one when it cannot be parsed.
 
-    PNG may keep its eXIf chunk after the pixel data; Pillow then decodes the
-    image to find it. With ``may_decode=False`` such a chunk is not looked for.
-    Decode errors are not swallowed here, only EXIF parse errors.
+    A PNG may keep its eXIf chunk after the pixel data, where Pillow only finds
+    it by decoding the image; the chunk is looked up in ``data`` instead, so
+    reading EXIF never decodes pixels. Only EXIF parse errors are swallowed.
     """
-    getexif: Callable[[], Image.Exif] = img.getexif
-    if img.format == "PNG" and "exif" not in img.info:
-        if may_decode:
-            img.load()
-        else:
-            getexif = lambda: Image.Image.getexif(img)  # noqa: E731
     try:
-        return getexif()
+        exif = Image.Image.getexif(img)  # not PngImageFile.getexif(): that decodes
+        if img.format == "PNG" and not len(exif):
+            chunk = png_chunk(data, b"eXIf")
+            if chunk:
+                exif.load(chunk)
+        return exif
     except MemoryError:
         raise
     except Exception:
         return Image.Exif()
+
+
+def png_chunk(data: bytes, kind: bytes) -> bytes | None:
+    """The first ``kind`` chunk's payload, found by skipping from chunk to chunk."""
+    at = 8  # after the signature
+    while at + 8 <= len(data):
+        (length,) = struct.unpack_from(">I", data, at)
+        if data[at + 4 : at + 8] == kind:
+            return data[at + 8 : at + 8 + length]
+        if data[at + 4 : at + 8] == b"IEND":
+            break
+        at += 12 + length
+    return None
 
 
 def orientation_of(exif: Image.Exif) -> int:

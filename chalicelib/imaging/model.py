@@ -8,6 +8,8 @@ from typing import Any
 from .formats import OUTPUT_FORMATS
 from .geometry import RenditionSpec
 
+ENGINES = ("pillow", "vips")
+
 
 @dataclass(frozen=True)
 class ImagingOptions:
@@ -16,12 +18,15 @@ class ImagingOptions:
     jpeg_quality: int = 85  # 1..95, also the WebP quality
     strip_metadata: bool = True
     max_pixels: int = 50_000_000
+    engine: str = "pillow"  # "pillow" | "vips": what decodes and resizes (pipeline.py)
 
     def __post_init__(self) -> None:
         if self.output_format.lower() not in OUTPUT_FORMATS:
             raise ValueError(f"output_format must be one of {', '.join(OUTPUT_FORMATS)}")
         if not 1 <= self.jpeg_quality <= 95:
             raise ValueError("jpeg_quality must be between 1 and 95")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}")
         if self.max_pixels < 1:
             raise ValueError("max_pixels must be positive")
 
@@ -44,3 +49,4 @@ class ProcessedImage:
     height: int
     metadata: dict[str, Any]
     renditions: tuple[EncodedRendition, ...]  # in the order of options.renditions
+    engine: str = "pillow"  # what made the pixels: "vips" hands some files to Pillow

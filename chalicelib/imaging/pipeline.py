@@ -1,4 +1,13 @@
-"""The imaging steps, in order: one decode per upload, every rendition from it."""
+"""The imaging steps, in order: one decode per upload, every rendition from it.
+
+1. header: identify the file among the accepted formats, check its pixel count,
+   read EXIF and the record's metadata, plan the rendition sizes (Pillow, from
+   the headers alone: no engine sees a file that fails here);
+2. pixels: decode at reduced scale, orient, resize (the engine's part:
+   ``IMAGE_ENGINE=pillow`` below, ``vips`` in ``vips.py``);
+3. encode every rendition (Pillow, whichever engine made the pixels, so the
+   encoder settings, ICC and EXIF rules are the same for both).
+"""
 
 from __future__ import annotations
 
@@ -16,15 +25,24 @@ from .modes import ALPHA_MODES, to_working_mode
 
 
 @dataclass(frozen=True)
-class _Decoded:
+class Header:
+    """What the headers tell, before any pixel is decoded."""
+
+    image: Image.Image  # opened by Pillow, not loaded
     format: str
     width: int  # displayed size of the source
     height: int
-    metadata: dict[str, Any]
+    orientation: int
     exif: Image.Exif
-    icc: bytes | None
-    base: Image.Image  # oriented, in a working mode, no larger than needed
+    metadata: dict[str, Any]
     targets: list[resize.Target]
+
+
+@dataclass(frozen=True)
+class Pixels:
+    images: list[Image.Image]  # in the order of the renditions
+    icc: bytes | None  # describes the images' pixels
+    engine: str = "pillow"
 
 
 def process_image(data: bytes, options: ImagingOptions) -> ProcessedImage:
@@ -32,23 +50,24 @@ def process_image(data: bytes, options: ImagingOptions) -> ProcessedImage:
 
     Raises ``ImageRejected`` for files no retry can fix.
     """
-    source = _decode(data, options)
-    out_format = output_format(
-        options.output_format, source.format, source.base.mode in ALPHA_MODES
-    )
-    exif_out = None if options.strip_metadata else exif_for_output(source.exif)
-    images = resize.render(source.base, source.targets)
+    with decode.decoding(options.max_pixels):
+        header = read_header(data, options)
+        pixels = _pixels(data, header, options)
+    has_alpha = any(image.mode in ALPHA_MODES for image in pixels.images)
+    out_format = output_format(options.output_format, header.format, has_alpha)
+    exif_out = None if options.strip_metadata else exif_for_output(header.exif)
     renditions = tuple(
-        _rendition(spec.name, image, out_format, options.jpeg_quality, source.icc, exif_out)
-        for spec, image in zip(options.renditions, images, strict=True)
+        _rendition(spec.name, image, out_format, options.jpeg_quality, pixels.icc, exif_out)
+        for spec, image in zip(options.renditions, pixels.images, strict=True)
     )
     return ProcessedImage(
-        source.format,
-        SOURCE_CONTENT_TYPES[source.format],
-        source.width,
-        source.height,
-        source.metadata,
+        header.format,
+        SOURCE_CONTENT_TYPES[header.format],
+        header.width,
+        header.height,
+        header.metadata,
         renditions,
+        pixels.engine,
     )
 
 
@@ -57,8 +76,8 @@ def rendition_images(data: bytes, options: ImagingOptions) -> list[Image.Image]:
 
     For measuring quality (``bench/imaging.py``): the same steps, no encoding.
     """
-    source = _decode(data, options)
-    return resize.render(source.base, source.targets)
+    with decode.decoding(options.max_pixels):
+        return _pixels(data, read_header(data, options), options).images
 
 
 def read_metadata(data: bytes, max_pixels: int) -> tuple[str, int, int, dict[str, Any]]:
@@ -69,29 +88,49 @@ def read_metadata(data: bytes, max_pixels: int) -> tuple[str, int, int, dict[str
     """
     with decode.decoding(max_pixels):
         img = decode.open_image(data, max_pixels)
-        exif = read_exif(img, may_decode=False)
+        exif = read_exif(img, data)
         width, height = decode.oriented(img.size, orientation_of(exif))
-        metadata = extract_metadata(img, exif)
-        return decode.source_format(img), width, height, metadata
+        return decode.source_format(img), width, height, extract_metadata(img, exif)
 
 
-def _decode(data: bytes, options: ImagingOptions) -> _Decoded:
-    """Open, check, decode (JPEG: drafted), orient and normalise the mode."""
-    with decode.decoding(options.max_pixels):
-        img = decode.open_image(data, options.max_pixels)
-        exif = read_exif(img, may_decode=True)
-        metadata = extract_metadata(img, exif)
-        fmt = decode.source_format(img)
-        orientation = orientation_of(exif)
-        width, height = decode.oriented(img.size, orientation)
-        targets = resize.plan(options.renditions, (width, height))
-        needed = resize.needed_size(targets)
-        decode.load(img, decode.oriented(needed, orientation))
-        icc = img.info.get("icc_profile")
-        base, icc = to_working_mode(decode.orient(img, orientation), icc)
+def read_header(data: bytes, options: ImagingOptions) -> Header:
+    """Step 1. Call inside ``decode.decoding()``."""
+    img = decode.open_image(data, options.max_pixels)
+    exif = read_exif(img, data)
+    orientation = orientation_of(exif)
+    width, height = decode.oriented(img.size, orientation)
+    return Header(
+        image=img,
+        format=decode.source_format(img),
+        width=width,
+        height=height,
+        orientation=orientation,
+        exif=exif,
+        metadata=extract_metadata(img, exif),
+        targets=resize.plan(options.renditions, (width, height)),
+    )
+
+
+def _pixels(data: bytes, header: Header, options: ImagingOptions) -> Pixels:
+    """Step 2, by the engine asked for; the Pillow engine takes what libvips is not given."""
+    if options.engine == "vips":
+        from . import vips
+
+        images = vips.render(data, header)
+        if images is not None:
+            return Pixels(images, header.image.info.get("icc_profile"), "vips")
+    return pillow_pixels(header)
+
+
+def pillow_pixels(header: Header) -> Pixels:
+    """Step 2 in Pillow: JPEG drafted, oriented, any mode brought to a working one."""
+    img, orientation = header.image, header.orientation
+    needed = resize.needed_size(header.targets)
+    decode.load(img, decode.oriented(needed, orientation))
+    base, icc = to_working_mode(decode.orient(img, orientation), img.info.get("icc_profile"))
     base = resize.reduce_base(base, needed)
     base.info = {}  # nothing of the source's may ride along into an encoder
-    return _Decoded(fmt, width, height, metadata, exif, icc, base, targets)
+    return Pixels(resize.render(base, header.targets), icc)
 
 
 def _rendition(

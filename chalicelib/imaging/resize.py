@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from itertools import pairwise
+from typing import Protocol
 
 from PIL import Image
 
@@ -51,13 +52,14 @@ STRIPES = 2
 MIN_STRIPE_ROWS = 64
 
 Box = tuple[float, float, float, float]
+Crop = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
 class Target:
     size: tuple[int, int]
     """Size to resize to, before any crop."""
-    crop: tuple[int, int, int, int] | None
+    crop: Crop | None
     """Centre crop after resizing (cover geometry)."""
     keeps_aspect: bool
     """Whether the resized image shows the whole frame undistorted."""
@@ -101,48 +103,74 @@ def reduce_base(base: Image.Image, needed: tuple[int, int]) -> Image.Image:
     return _in_bands(base.mode, (-(-width // factor), -(-height // factor)), band)
 
 
+class Resampler[Img](Protocol):
+    """How an engine resizes its images; ``render`` decides what from what."""
+
+    def size(self, image: Img) -> tuple[int, int]: ...
+
+    def resize(self, source: Img, size: tuple[int, int]) -> Img:
+        """``source`` scaled to exactly ``size``."""
+        ...
+
+    def resize_region(self, source: Img, size: tuple[int, int], crop: Crop) -> Img:
+        """The ``crop`` of ``source`` scaled to ``size``: a ``size``-d ``source``
+        cropped to ``crop``, without scaling the rest."""
+        ...
+
+
 def render(base: Image.Image, targets: Sequence[Target]) -> list[Image.Image]:
     """The rendition images, in the order of ``targets``."""
-    results: list[Image.Image | None] = [None] * len(targets)
-    sources: list[Image.Image] = []  # whole-frame downscales made so far
+    return render_with(PILLOW, base, targets)
+
+
+def render_with[Img](engine: Resampler[Img], base: Img, targets: Sequence[Target]) -> list[Img]:
+    """``render`` for any engine's images: the one cascade both engines share."""
+    results: list[Img | None] = [None] * len(targets)
+    sources: list[tuple[tuple[int, int], Img]] = []  # whole-frame downscales made so far
+    base_size = engine.size(base)
     order = sorted(range(len(targets)), key=lambda i: -targets[i].size[0] * targets[i].size[1])
     for i in order:
         target = targets[i]
         source = _source_for(target.size, base, sources)
         if target.crop is not None:
-            results[i] = _resize_region(source, target.size, target.crop)
+            results[i] = engine.resize_region(source, target.size, target.crop)
             continue
-        resized = results[i] = _resize(source, target.size)
-        if target.keeps_aspect and _fits(target.size, base.size):
-            sources.append(resized)
+        resized = results[i] = engine.resize(source, target.size)
+        if target.keeps_aspect and _fits(target.size, base_size):
+            sources.append((target.size, resized))
     return [image for image in results if image is not None]
 
 
-def _source_for(
-    size: tuple[int, int], base: Image.Image, sources: Sequence[Image.Image]
-) -> Image.Image:
+def _source_for[Img](
+    size: tuple[int, int], base: Img, sources: Sequence[tuple[tuple[int, int], Img]]
+) -> Img:
     usable = [
-        s
-        for s in sources
-        if s.width >= SOURCE_MARGIN * size[0] and s.height >= SOURCE_MARGIN * size[1]
+        (made, image)
+        for made, image in sources
+        if made[0] >= SOURCE_MARGIN * size[0] and made[1] >= SOURCE_MARGIN * size[1]
     ]
-    return min(usable, key=lambda s: s.width * s.height, default=base)
+    if not usable:
+        return base
+    return min(usable, key=lambda pair: pair[0][0] * pair[0][1])[1]
 
 
-def _resize(source: Image.Image, size: tuple[int, int]) -> Image.Image:
-    if source.size == size:
-        return source
-    return _resample(source, size, (0, 0, source.width, source.height))
+class _Pillow:
+    def size(self, image: Image.Image) -> tuple[int, int]:
+        return image.size
+
+    def resize(self, source: Image.Image, size: tuple[int, int]) -> Image.Image:
+        if source.size == size:
+            return source
+        return _resample(source, size, (0, 0, source.width, source.height))
+
+    def resize_region(self, source: Image.Image, size: tuple[int, int], crop: Crop) -> Image.Image:
+        sx, sy = source.width / size[0], source.height / size[1]
+        left, top, right, bottom = crop
+        box = (left * sx, top * sy, right * sx, bottom * sy)
+        return _resample(source, (right - left, bottom - top), box)
 
 
-def _resize_region(
-    source: Image.Image, size: tuple[int, int], crop: tuple[int, int, int, int]
-) -> Image.Image:
-    """The ``crop`` of ``source`` scaled to ``size``, without scaling the rest."""
-    sx, sy = source.width / size[0], source.height / size[1]
-    left, top, right, bottom = crop
-    box = (left * sx, top * sy, right * sx, bottom * sy)
-    return _resample(source, (right - left, bottom - top), box)
+PILLOW: Resampler[Image.Image] = _Pillow()
 
 
 def _resample(source: Image.Image, size: tuple[int, int], box: Box) -> Image.Image:

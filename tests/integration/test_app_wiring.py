@@ -134,12 +134,13 @@ def test_gallery_page_headers(stack: Stack) -> None:
     assert b"image-pipeline gallery" in response.body
 
 
-def test_import_app_loads_nothing_a_path_may_not_use() -> None:
-    """Cold start: the API function needs neither Pillow, PyMySQL nor boto3 to import."""
+@pytest.mark.parametrize("engine", ["pillow", "vips"])
+def test_import_app_loads_nothing_a_path_may_not_use(engine: str) -> None:
+    """Cold start: the API function needs neither Pillow, pyvips, PyMySQL nor boto3 to import."""
     code = (
         "import sys, app; print(sorted(m for m in ('PIL', 'pymysql', 'boto3', 'pyvips')"
         " if m in sys.modules))"
     )
-    done = run_python(code, {"SOURCE_BUCKET": "b", "DDB_TABLE": "t"})
+    done = run_python(code, {"SOURCE_BUCKET": "b", "DDB_TABLE": "t", "IMAGE_ENGINE": engine})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

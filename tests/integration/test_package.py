@@ -34,13 +34,15 @@ def copy_project(target: Path) -> Path:
 
 
 def unpack_and_import(zip_path: Path, target: Path) -> None:
-    """Import the app and Pillow's native core from the unpacked zip alone, in an
-    interpreter that sees neither site-packages nor this project."""
+    """Import the app, Pillow's native core and libvips from the unpacked zip alone,
+    in an interpreter that sees neither site-packages nor this project."""
     with zipfile.ZipFile(zip_path) as bundle:
         bundle.extractall(target)
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); import app, PIL._imaging, pymysql;"
         "from PIL import Image; assert PIL._imaging.__file__.startswith(sys.argv[1]);"
+        "import pyvips, _libvips; assert _libvips.__file__.startswith(sys.argv[1]);"
+        "assert pyvips.API_mode and pyvips.Image.black(4, 4).avg() == 0;"
         "print(sorted(app.app.handler_map)[0])"
     )
     done = subprocess.run(
@@ -78,6 +80,9 @@ def test_terraform_package_carries_manylinux_pillow(tmp_path: Path) -> None:
     for name, text in wheels.items():
         assert "linux_x86_64" not in text.replace("manylinux", ""), f"{name} was built here"
     assert any(n.startswith("pillow.libs/") for n in names)
+    vips = [text for name, text in wheels.items() if name.startswith("pyvips_binary-")]
+    assert len(vips) == 1 and "Tag: cp37-abi3-manylinux_2_28_x86_64" in vips[0]
+    assert any(n.startswith("pyvips_binary.libs/libvips") for n in names)
     assert "app.py" in names and "chalicelib/pipeline.py" in names
     assert not any(n.startswith(("tests/", "devtools/", "bench/")) for n in names)
     assert "chalicelib/static/gallery.html" in names
@@ -142,8 +147,14 @@ def test_arm64_package_carries_aarch64_wheels(tmp_path: Path) -> None:
             if n.startswith("pillow-") and n.endswith(".dist-info/WHEEL")
         )
         natives = [n for n in bundle.namelist() if n.startswith("PIL/_imaging.c")]
+        vips_wheel = next(
+            bundle.read(n).decode()
+            for n in bundle.namelist()
+            if n.startswith("pyvips_binary-") and n.endswith(".dist-info/WHEEL")
+        )
     tags = [line.split(": ", 1)[1] for line in wheel.splitlines() if line.startswith("Tag:")]
     assert tags and all(t.startswith("cp312-cp312-manylinux") and "aarch64" in t for t in tags)
     assert natives == ["PIL/_imaging.cpython-312-aarch64-linux-gnu.so"]
+    assert "Tag: cp37-abi3-manylinux_2_28_aarch64" in vips_wheel
     resources = json.loads((tmp_path / "out" / "chalice.tf.json").read_text())["resource"]
     assert {f["architectures"][0] for f in resources["aws_lambda_function"].values()} == {"arm64"}

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import urllib.request
+from io import BytesIO
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from PIL import Image
 
 from chalicelib import keys
-from tests.integration.conftest import Stack
-from tests.support import format_of, jpeg, png, size_of, without_urls
+from tests.integration.conftest import Stack, make_stack
+from tests.support import encoded, format_of, jpeg, png, size_of, without_urls
 
 KEYS_WITH_CHARACTERS = [
     "plain.jpg",
@@ -75,10 +78,6 @@ def test_exif_orientation_gives_displayed_size(stack: Stack) -> None:
 
 def test_png_stays_png_and_gif_gets_png_extension(stack: Stack) -> None:
     stack.upload("logo.png", png(640, 480))
-    from io import BytesIO
-
-    from PIL import Image
-
     buffer = BytesIO()
     Image.new("P", (100, 50)).save(buffer, "GIF")
     stack.upload("anim.gif", buffer.getvalue())
@@ -219,6 +218,35 @@ def test_each_event_logs_one_line_with_its_reason(
     assert lines[0]["detail"] == "suffix not in IMAGE_SUFFIXES"
     assert lines[0]["Ignored"] == 1 and "_aws" in lines[0]  # also an EMF metrics record
     assert lines[0]["request_id"]  # the Lambda invocation's
+
+
+@pytest.mark.parametrize("engine", ["pillow", "vips"])
+def test_image_engine_setting_picks_the_engine(
+    aws: str,
+    base_env: dict[str, str],
+    engine: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stack = make_stack(base_env | {"IMAGE_ENGINE": engine}, tmp_path, monkeypatch)
+    caplog.set_level(logging.INFO, logger="image_pipeline")
+
+    assert stack.upload("rotated.jpg", jpeg(1200, 900, orientation=6)) == ["processed"]
+    assert stack.upload("anim.gif", encoded(Image.new("P", (64, 48)), "GIF")) == ["processed"]
+
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "image_pipeline"]
+    # A GIF is always Pillow's: libvips is given JPEG, PNG and WebP only.
+    assert [(line["key"], line["engine"]) for line in lines] == [
+        ("rotated.jpg", engine),
+        ("anim.gif", "pillow"),
+    ]
+    thumb = stack.s3.get_object(Bucket="uploads", Key="resized/thumb/rotated.jpg")["Body"].read()
+    assert size_of(thumb) == (192, 256)
+    shown = Image.open(BytesIO(thumb)).convert("RGB")
+    # The stored top-left corner (blue) is shown top right; the rest is red.
+    assert shown.getpixel((180, 12)) == pytest.approx((20, 20, 220), abs=40)
+    assert shown.getpixel((12, 12)) == pytest.approx((200, 40, 40), abs=40)
 
 
 def test_versioned_bucket_old_version_deleted_and_delete_marker(stack: Stack) -> None:

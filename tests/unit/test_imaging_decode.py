@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from PIL import Image
 
 from chalicelib.imaging import (
     SOURCE_FORMATS,
-    ImagingOptions,
     decode,
     parse_renditions,
-    process_image,
     resize,
 )
 from chalicelib.imaging.formats import output_format, sniff
+from tests.unit.conftest import Process
 
 
 def encoded(img: Image.Image, fmt: str, **params: Any) -> bytes:
@@ -84,19 +83,22 @@ def test_png_is_never_drafted() -> None:
     assert img.size == (400, 300)
 
 
-def test_large_jpeg_small_rendition_only() -> None:
-    result = process_image(BIG_JPEG, ImagingOptions(parse_renditions("t=256")))
+def test_large_jpeg_small_rendition_only(process: Process) -> None:
+    result = process(BIG_JPEG, "t=256")
     assert (result.width, result.height) == (4000, 3000)
     assert (result.renditions[0].width, result.renditions[0].height) == (256, 192)
 
 
-def test_mpo_is_a_jpeg_of_one_frame() -> None:
+def test_mpo_is_a_jpeg_of_one_frame(process: Process) -> None:
     first, second = Image.new("RGB", (400, 300), "red"), Image.new("RGB", (400, 300), "blue")
     data = encoded(first, "MPO", save_all=True, append_images=[second])
     img = decode.open_image(data, 120_000)  # one frame fits, two would not
     assert img.format == "MPO"
     assert decode.source_format(img) == "JPEG"
-    result = process_image(data, ImagingOptions(parse_renditions("t=40"), max_pixels=120_000))
+    result = process(data, "t=40", max_pixels=120_000)
+    out = Image.open(io.BytesIO(result.renditions[0].data)).convert("RGB")
+    red, _, blue = cast("tuple[int, int, int]", out.getpixel((20, 15)))
+    assert red > 200 and blue < 50  # the first picture, not the second
     assert (result.format, result.content_type) == ("JPEG", "image/jpeg")
     assert result.renditions[0].format == "JPEG"
 

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from PIL import ExifTags, Image, ImageCms, TiffImagePlugin
 
-from chalicelib.imaging import ImagingOptions, parse_renditions, process_image, read_metadata
+from chalicelib.imaging import read_metadata
 from chalicelib.imaging.metadata import _exposure
+from tests.unit.conftest import Process
 
 IFD = ExifTags.IFD
 Base = ExifTags.Base
@@ -65,17 +66,13 @@ def photo(**params: Any) -> bytes:
     return encoded(Image.new("RGB", (120, 80), (10, 120, 200)), "JPEG", **params)
 
 
-def process(data: bytes, renditions: str = "t=60", **options: Any) -> Any:
-    return process_image(data, ImagingOptions(parse_renditions(renditions), **options))
-
-
 def rendition_image(data: bytes) -> Image.Image:
     img = Image.open(io.BytesIO(data))
     img.load()
     return img
 
 
-def test_camera_fields_from_exif() -> None:
+def test_camera_fields_from_exif(process: Process) -> None:
     result = process(photo())
     assert result.metadata == EXPECTED
     assert (result.width, result.height) == (80, 120)
@@ -92,7 +89,7 @@ def test_read_metadata_does_not_decode_pixels() -> None:
     assert read_metadata(damaged, 1000_000)[:3] == ("PNG", 64, 64)
 
 
-def test_plain_image_has_only_the_facts() -> None:
+def test_plain_image_has_only_the_facts(process: Process) -> None:
     result = process(encoded(Image.new("RGBA", (20, 10)), "PNG"))
     assert result.metadata == {
         "has_gps": False,
@@ -102,7 +99,7 @@ def test_plain_image_has_only_the_facts() -> None:
     }
 
 
-def test_gps_ifd_with_only_a_version_is_no_location() -> None:
+def test_gps_ifd_with_only_a_version_is_no_location(process: Process) -> None:
     exif = Image.Exif()
     exif.get_ifd(IFD.GPSInfo)[ExifTags.GPS.GPSVersionID] = b"\x02\x03\x00\x00"
     assert process(photo(exif=exif)).metadata["has_gps"] is False
@@ -120,7 +117,7 @@ def test_gps_ifd_with_only_a_version_is_no_location() -> None:
         (Base.ISOSpeedRatings, 0),
     ],
 )
-def test_unusable_fields_are_absent(tag: int, value: Any) -> None:
+def test_unusable_fields_are_absent(tag: int, value: Any, process: Process) -> None:
     exif = Image.Exif()
     exif.get_ifd(IFD.Exif)[tag] = value
     metadata = process(photo(exif=exif)).metadata
@@ -129,7 +126,7 @@ def test_unusable_fields_are_absent(tag: int, value: Any) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
-def test_broken_exif_block_is_tolerated() -> None:
+def test_broken_exif_block_is_tolerated(process: Process) -> None:
     garbage = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x40\x01\x0f\x00\x02\xff\xff\xff\xff"
     result = process(photo(exif=garbage), strip_metadata=False)
     assert result.metadata["mode"] == "RGB"
@@ -159,7 +156,7 @@ def test_exposure_time_rendering(seconds: Any, text: str) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
-def test_exif_stripped_by_default_icc_always_kept(fmt: str) -> None:
+def test_exif_stripped_by_default_icc_always_kept(fmt: str, process: Process) -> None:
     result = process(photo(), output_format=fmt.lower())
     out = rendition_image(result.renditions[0].data)
     assert len(out.getexif()) == 0
@@ -168,7 +165,7 @@ def test_exif_stripped_by_default_icc_always_kept(fmt: str) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
-def test_exif_kept_without_orientation_when_asked(fmt: str) -> None:
+def test_exif_kept_without_orientation_when_asked(fmt: str, process: Process) -> None:
     result = process(photo(), output_format=fmt.lower(), strip_metadata=False)
     out = rendition_image(result.renditions[0].data)
     assert out.size == (60, 90)  # oriented: 80x120 displayed
@@ -180,7 +177,7 @@ def test_exif_kept_without_orientation_when_asked(fmt: str) -> None:
     assert out.info.get("icc_profile") == SRGB
 
 
-def test_icc_from_png_and_webp_sources() -> None:
+def test_icc_from_png_and_webp_sources(process: Process) -> None:
     for fmt in ("PNG", "WEBP"):
         data = encoded(Image.new("RGB", (30, 30), "green"), fmt, icc_profile=SRGB)
         result = process(data)
@@ -188,7 +185,7 @@ def test_icc_from_png_and_webp_sources() -> None:
         assert rendition_image(result.renditions[0].data).info.get("icc_profile") == SRGB
 
 
-def test_profile_of_another_colour_space_is_dropped() -> None:
+def test_profile_of_another_colour_space_is_dropped(process: Process) -> None:
     # A grey image carrying an RGB profile: the profile cannot describe L pixels.
     data = encoded(Image.new("L", (30, 30), 128), "JPEG", icc_profile=SRGB)
     out = rendition_image(process(data).renditions[0].data)
@@ -196,7 +193,7 @@ def test_profile_of_another_colour_space_is_dropped() -> None:
     assert "icc_profile" not in out.info
 
 
-def test_png_exif_and_tiff_tags() -> None:
+def test_png_exif_and_tiff_tags(process: Process) -> None:
     png = encoded(Image.new("RGB", (30, 20)), "PNG", exif=camera_exif(orientation=8))
     result = process(png)
     assert result.metadata["camera_make"] == "Canon"
@@ -209,7 +206,7 @@ def test_png_exif_and_tiff_tags() -> None:
     assert metadata["orientation"] == 1
 
 
-def test_exif_too_big_for_a_jpeg_is_not_carried() -> None:
+def test_exif_too_big_for_a_jpeg_is_not_carried(process: Process) -> None:
     exif = camera_exif(orientation=1)
     exif.get_ifd(IFD.Exif)[Base.UserComment] = b"ASCII\x00\x00\x00" + b"x" * 70_000
     data = encoded(Image.new("RGB", (30, 20)), "PNG", exif=exif)
@@ -218,7 +215,7 @@ def test_exif_too_big_for_a_jpeg_is_not_carried() -> None:
     assert len(rendition_image(result.renditions[0].data).getexif()) == 0
 
 
-def test_broken_cmyk_profile_falls_back_to_a_plain_conversion() -> None:
+def test_broken_cmyk_profile_falls_back_to_a_plain_conversion(process: Process) -> None:
     fake = bytes(16) + b"CMYK" + bytes(108)
     data = encoded(Image.new("CMYK", (20, 20), (0, 255, 255, 0)), "JPEG", icc_profile=fake)
     result = process(data)

@@ -8,14 +8,8 @@ from typing import Any, cast
 import pytest
 from PIL import Image
 
-from chalicelib.imaging import (
-    EncodedRendition,
-    Geometry,
-    ImagingOptions,
-    ProcessedImage,
-    parse_renditions,
-    process_image,
-)
+from chalicelib.imaging import EncodedRendition, Geometry, ImagingOptions, parse_renditions
+from tests.unit.conftest import Process
 
 RED = (200, 30, 30)
 BLUE = (30, 30, 220)
@@ -49,10 +43,6 @@ def marked(width: int, height: int) -> Image.Image:
     return img
 
 
-def process(data: bytes, renditions: str, **options: Any) -> ProcessedImage:
-    return process_image(data, ImagingOptions(parse_renditions(renditions), **options))
-
-
 def close(pixel: tuple[int, ...], expected: tuple[int, ...], tolerance: int = 12) -> bool:
     return all(abs(a - b) <= tolerance for a, b in zip(pixel, expected, strict=True))
 
@@ -63,7 +53,9 @@ ALL_FORMS = "w=100,h=x60,fit=100x100,cover=64x64#,exact=50x70!,pct=25%,big=1000,
 @pytest.mark.parametrize(
     ("fmt", "size"), [("JPEG", (400, 300)), ("PNG", (400, 300)), ("JPEG", (300, 400))]
 )
-def test_every_geometry_gives_its_exact_size(fmt: str, size: tuple[int, int]) -> None:
+def test_every_geometry_gives_its_exact_size(
+    fmt: str, size: tuple[int, int], process: Process
+) -> None:
     result = process(encoded(marked(*size), fmt), ALL_FORMS)
     assert (result.width, result.height) == size
     assert [r.name for r in result.renditions] == ALL_FORMS.replace("=", ",").split(",")[::2]
@@ -95,7 +87,9 @@ def test_every_geometry_gives_its_exact_size(fmt: str, size: tuple[int, int]) ->
         ((1921, 1081), "1919"),
     ],
 )
-def test_drafted_jpeg_still_gives_exact_sizes(size: tuple[int, int], spec: str) -> None:
+def test_drafted_jpeg_still_gives_exact_sizes(
+    size: tuple[int, int], spec: str, process: Process
+) -> None:
     result = process(encoded(marked(*size), "JPEG"), f"one={spec},two=64")
     expected = Geometry.parse(spec).output_size(*size)
     assert (result.renditions[0].width, result.renditions[0].height) == expected
@@ -114,7 +108,7 @@ CORNER = {1: "tl", 2: "tr", 3: "br", 4: "bl", 5: "tl", 6: "tr", 7: "br", 8: "bl"
 @pytest.mark.parametrize("stored", [(400, 200), (1600, 800)])
 @pytest.mark.parametrize("strip", [True, False])
 def test_exif_orientation_is_applied(
-    orientation: int, stored: tuple[int, int], strip: bool
+    orientation: int, stored: tuple[int, int], strip: bool, process: Process
 ) -> None:
     exif = Image.Exif()
     exif[0x0112] = orientation
@@ -142,7 +136,7 @@ def test_exif_orientation_is_applied(
             assert close(px(img, point), colour, 40), (corner, px(img, point))
 
 
-def test_cmyk_jpeg_becomes_rgb_with_its_colours() -> None:
+def test_cmyk_jpeg_becomes_rgb_with_its_colours(process: Process) -> None:
     img = Image.new("CMYK", (64, 32), (255, 0, 0, 0))  # cyan
     img.paste((0, 255, 255, 0), (32, 0, 64, 32))  # red
     result = process(encoded(img, "JPEG", quality=95), "t=32")
@@ -154,7 +148,7 @@ def test_cmyk_jpeg_becomes_rgb_with_its_colours() -> None:
     assert close(px(out, (28, 8)), (255, 0, 0), 20)
 
 
-def test_16_bit_png_is_scaled_not_clipped() -> None:
+def test_16_bit_png_is_scaled_not_clipped(process: Process) -> None:
     ramp = Image.linear_gradient("L").rotate(90).resize((256, 32))  # 255 left .. 0 right
     sixteen = ramp.convert("I").point(lambda v: v * 257).convert("I;16")
     data = encoded(sixteen, "PNG")
@@ -168,7 +162,7 @@ def test_16_bit_png_is_scaled_not_clipped() -> None:
     assert 100 < px(out, (64, 8))[0] < 156
 
 
-def test_palette_png_with_transparency_keeps_alpha() -> None:
+def test_palette_png_with_transparency_keeps_alpha(process: Process) -> None:
     img = Image.new("P", (40, 40), 1)
     img.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
     img.paste(0, (0, 0, 20, 40))
@@ -182,7 +176,7 @@ def test_palette_png_with_transparency_keeps_alpha() -> None:
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "WEBP", "TIFF"])
-def test_alpha_flattens_onto_white_for_jpeg(fmt: str) -> None:
+def test_alpha_flattens_onto_white_for_jpeg(fmt: str, process: Process) -> None:
     img = Image.new("RGBA", (40, 40), (0, 0, 0, 0))  # transparent *black*
     img.paste((200, 0, 0, 255), (20, 0, 40, 40))
     result = process(encoded(img, fmt, lossless=True), "t=40", output_format="jpeg")
@@ -192,7 +186,7 @@ def test_alpha_flattens_onto_white_for_jpeg(fmt: str) -> None:
     assert close(px(out, (35, 20)), (200, 0, 0), 10)
 
 
-def test_grey_with_alpha_flattens_to_grey_jpeg() -> None:
+def test_grey_with_alpha_flattens_to_grey_jpeg(process: Process) -> None:
     img = Image.new("LA", (40, 40), (0, 0))
     img.paste((50, 255), (20, 0, 40, 40))
     result = process(encoded(img, "PNG"), "t=40", output_format="jpeg")
@@ -202,12 +196,12 @@ def test_grey_with_alpha_flattens_to_grey_jpeg() -> None:
     assert close(px(out, (35, 20)), (50,), 6)
 
 
-def test_greyscale_stays_greyscale() -> None:
+def test_greyscale_stays_greyscale(process: Process) -> None:
     result = process(encoded(Image.linear_gradient("L"), "JPEG"), "t=64")
     assert opened(result.renditions[0]).mode == "L"
 
 
-def test_gif_becomes_png_of_its_first_frame() -> None:
+def test_gif_becomes_png_of_its_first_frame(process: Process) -> None:
     frames = [Image.new("RGB", (30, 20), colour) for colour in ((255, 0, 0), (0, 0, 255))]
     data = encoded(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
     result = process(data, "t=30")
@@ -234,7 +228,7 @@ def test_gif_becomes_png_of_its_first_frame() -> None:
     ],
 )
 def test_auto_output_format(
-    fmt: str, mode: str, source_type: str, out_format: str, out_type: str
+    fmt: str, mode: str, source_type: str, out_format: str, out_type: str, process: Process
 ) -> None:
     img = marked(60, 40).convert(mode)
     result = process(encoded(img, fmt), "t=30")
@@ -251,7 +245,7 @@ def test_auto_output_format(
 )
 @pytest.mark.parametrize("source", ["JPEG", "PNG", "GIF", "WEBP"])
 def test_explicit_output_format(
-    source: str, requested: str, out_format: str, out_type: str
+    source: str, requested: str, out_format: str, out_type: str, process: Process
 ) -> None:
     result = process(encoded(marked(60, 40), source), "a=30,b=20x20#", output_format=requested)
     for rendition in result.renditions:
@@ -259,7 +253,7 @@ def test_explicit_output_format(
         opened(rendition)
 
 
-def test_quality_is_applied() -> None:
+def test_quality_is_applied(process: Process) -> None:
     noisy = Image.effect_noise((200, 200), 80).convert("RGB")
     data = encoded(noisy, "JPEG", quality=95)
     low = process(data, "t=200", jpeg_quality=20).renditions[0].data

@@ -7,23 +7,18 @@ import random
 import struct
 import warnings
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from PIL import Image
 
-from chalicelib.imaging import (
-    ImageRejected,
-    ImagingOptions,
-    parse_renditions,
-    process_image,
-    read_metadata,
-)
+from chalicelib.imaging import ImageRejected, read_metadata
 from chalicelib.imaging.decode import decoding
 from tests.support import png_claiming
+from tests.unit.conftest import Process
 
 NOT_AN_IMAGE = "not an image this pipeline accepts (allowed: JPEG, PNG, WebP, GIF, TIFF, BMP)"
-OPTIONS = ImagingOptions(parse_renditions("t=64"))
 
 
 def encoded(img: Image.Image, fmt: str, **params: Any) -> bytes:
@@ -32,16 +27,26 @@ def encoded(img: Image.Image, fmt: str, **params: Any) -> bytes:
     return buffer.getvalue()
 
 
-def rejected(data: bytes, max_pixels: int = 50_000_000, *, in_headers: bool = True) -> str:
-    """The rejection message; read_metadata must agree when the fault is in the headers."""
-    options = ImagingOptions(parse_renditions("t=64"), max_pixels=max_pixels)
-    with pytest.raises(ImageRejected) as caught:
-        process_image(data, options)
-    if in_headers:
-        with pytest.raises(ImageRejected) as caught_again:
-            read_metadata(data, max_pixels)
-        assert str(caught_again.value) == str(caught.value)
-    return str(caught.value)
+Rejected = Callable[..., str]
+
+
+@pytest.fixture
+def rejected(process: Process) -> Rejected:
+    """``rejected(data, max_pixels=..., in_headers=True)``: the rejection message.
+
+    read_metadata must agree when the fault is in the headers.
+    """
+
+    def check(data: bytes, max_pixels: int = 50_000_000, *, in_headers: bool = True) -> str:
+        with pytest.raises(ImageRejected) as caught:
+            process(data, "t=64", max_pixels=max_pixels)
+        if in_headers:
+            with pytest.raises(ImageRejected) as caught_again:
+                read_metadata(data, max_pixels)
+            assert str(caught_again.value) == str(caught.value)
+        return str(caught.value)
+
+    return check
 
 
 FOREIGN = {
@@ -59,15 +64,17 @@ FOREIGN = {
 
 
 @pytest.mark.parametrize("name", FOREIGN)
-def test_foreign_files_are_not_images(name: str) -> None:
+def test_foreign_files_are_not_images(name: str, rejected: Rejected) -> None:
     assert rejected(FOREIGN[name]) == NOT_AN_IMAGE
 
 
-def test_empty_file() -> None:
+def test_empty_file(rejected: Rejected) -> None:
     assert rejected(b"") == f"the file is empty: {NOT_AN_IMAGE}"
 
 
-def test_disallowed_decoders_are_never_called(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_disallowed_decoders_are_never_called(
+    monkeypatch: pytest.MonkeyPatch, rejected: Rejected
+) -> None:
     Image.init()  # register every plugin, so only the allow-list can keep them out
     calls: list[str] = []
     for fmt in ("EPS", "PSD", "ICO", "TGA", "PPM"):
@@ -85,19 +92,21 @@ def test_disallowed_decoders_are_never_called(monkeypatch: pytest.MonkeyPatch) -
     assert calls == []
 
 
-def test_other_plugins_are_never_imported(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_other_plugins_are_never_imported(
+    monkeypatch: pytest.MonkeyPatch, process: Process, rejected: Rejected
+) -> None:
     # Image.init() is what imports every plugin (PSD, EPS, ...): never called.
     calls: list[str] = []
     monkeypatch.setattr(Image, "init", lambda: calls.append("init"))
     for data in FOREIGN.values():
         rejected(data)
     for fmt in ("JPEG", "PNG", "GIF", "TIFF", "WEBP", "BMP"):
-        process_image(encoded(Image.new("RGB", (8, 8)), fmt), OPTIONS)
+        process(encoded(Image.new("RGB", (8, 8)), fmt), "t=64")
     assert calls == []
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "TIFF", "WEBP", "BMP"])
-def test_truncated_files_are_corrupt(fmt: str) -> None:
+def test_truncated_files_are_corrupt(fmt: str, rejected: Rejected) -> None:
     noise = Image.effect_noise((128, 128), 60).convert("RGB" if fmt != "GIF" else "L")
     data = encoded(noise, fmt)
     message = rejected(data[: len(data) // 2], in_headers=False)
@@ -106,12 +115,12 @@ def test_truncated_files_are_corrupt(fmt: str) -> None:
 
 @pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "TIFF", "WEBP", "BMP"])
-def test_damaged_headers_are_corrupt_not_foreign(fmt: str) -> None:
+def test_damaged_headers_are_corrupt_not_foreign(fmt: str, rejected: Rejected) -> None:
     data = encoded(Image.new("RGB", (32, 32)), fmt)
     assert rejected(data[:14]).startswith("image data is truncated or corrupt: ")
 
 
-def test_corrupt_pixel_data() -> None:
+def test_corrupt_pixel_data(rejected: Rejected) -> None:
     """A PNG whose IDAT chunk (with a valid CRC) holds a broken deflate stream."""
     data = encoded(Image.new("RGB", (64, 64), (1, 2, 3)), "PNG")
     at = data.index(b"IDAT")
@@ -123,7 +132,7 @@ def test_corrupt_pixel_data() -> None:
     assert rejected(damaged, in_headers=False).startswith("image data is truncated or corrupt: ")
 
 
-def test_pixel_cap_checked_from_the_header_before_decoding() -> None:
+def test_pixel_cap_checked_from_the_header_before_decoding(rejected: Rejected) -> None:
     # 64M pixels: under Pillow's own bomb limit, over ours. Decoding the
     # 1x1 pixel data would fail as corrupt, so this message proves no decode.
     assert rejected(png_claiming(8000, 8000)) == (
@@ -132,7 +141,7 @@ def test_pixel_cap_checked_from_the_header_before_decoding() -> None:
 
 
 @pytest.mark.parametrize("side", [10000, 20000])
-def test_pixel_cap_above_pillows_bomb_limits(side: int) -> None:
+def test_pixel_cap_above_pillows_bomb_limits(side: int, rejected: Rejected) -> None:
     # 100M trips Pillow's bomb warning, 400M its bomb error; both read as ours.
     before = list(warnings.filters)
     assert rejected(png_claiming(side, side)) == (
@@ -141,7 +150,7 @@ def test_pixel_cap_above_pillows_bomb_limits(side: int) -> None:
     assert warnings.filters == before
 
 
-def test_bomb_warning_is_an_error_even_with_a_generous_cap() -> None:
+def test_bomb_warning_is_an_error_even_with_a_generous_cap(rejected: Rejected) -> None:
     message = rejected(png_claiming(10000, 10000), max_pixels=150_000_000)
     assert message == (
         "image is 100,000,000 pixels, over the decoder's decompression-bomb limit "
@@ -149,12 +158,12 @@ def test_bomb_warning_is_an_error_even_with_a_generous_cap() -> None:
     )
 
 
-def test_small_cap() -> None:
+def test_small_cap(process: Process, rejected: Rejected) -> None:
     data = encoded(Image.new("RGB", (300, 200)), "JPEG")
     assert rejected(data, max_pixels=59_999) == (
         "image is 300x200 = 60,000 pixels, over MAX_SOURCE_PIXELS=59,999"
     )
-    assert process_image(data, ImagingOptions(parse_renditions("t=64"), max_pixels=60_000))
+    assert process(data, "t=64", max_pixels=60_000)
 
 
 def frames(n: int, size: tuple[int, int] = (50, 50)) -> list[Image.Image]:
@@ -170,13 +179,15 @@ def frames(n: int, size: tuple[int, int] = (50, 50)) -> list[Image.Image]:
         ("TIFF", {}),
     ],
 )
-def test_all_frames_count(fmt: str, params: dict[str, Any]) -> None:
+def test_all_frames_count(
+    fmt: str, params: dict[str, Any], process: Process, rejected: Rejected
+) -> None:
     images = frames(30)
     data = encoded(images[0], fmt, save_all=True, append_images=images[1:], **params)
     assert rejected(data, max_pixels=50_000) == (
         "image is 50x50 x 30 frames = 75,000 pixels, over MAX_SOURCE_PIXELS=50,000"
     )
-    result = process_image(data, ImagingOptions(parse_renditions("t=20"), max_pixels=75_000))
+    result = process(data, "t=20", max_pixels=75_000)
     assert result.renditions[0].width == 20
 
 

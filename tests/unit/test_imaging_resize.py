@@ -30,7 +30,7 @@ def test_renditions_come_back_in_spec_order_with_exact_sizes() -> None:
 
 def test_each_rendition_uses_the_smallest_image_twice_its_size() -> None:
     base = Image.new("RGB", (4000, 3000))
-    made = [Image.new("RGB", (1600, 1200)), Image.new("RGB", (800, 600))]
+    made = [(size, Image.new("RGB", size)) for size in ((1600, 1200), (800, 600))]
     assert _source_for((800, 600), base, made).size == (1600, 1200)
     assert _source_for((400, 300), base, made).size == (800, 600)
     assert _source_for((200, 150), base, made).size == (800, 600)

@@ -38,7 +38,7 @@ def test_processed_event_line() -> None:
     try:
         with watching() as watch:
             with phase("process"):
-                measure_source(4000, 3000)
+                measure_source(4000, 3000, "vips")
             note("fine")
         line = outcome_line(EVENT, "processed", watch)
     finally:
@@ -47,6 +47,7 @@ def test_processed_event_line() -> None:
     assert_valid_emf(line)
     assert (line["Processed"], line["Failed"], line["Ignored"]) == (1, 0, 0)
     assert line["SourceMegapixels"] == 12.0
+    assert line["engine"] == "vips"
     assert line["ProcessingMilliseconds"] == watch.ms["process"]
     assert set(watch.ms) == {"process", "total"}
     assert (line["key"], line["outcome"], line["request_id"], line["detail"]) == (
@@ -71,3 +72,4 @@ def test_ignored_event_line_has_counts_only() -> None:
     names = [m["Name"] for m in line["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
     assert names == ["Processed", "Failed", "Ignored"]
     assert line["request_id"] is None
+    assert "engine" not in line

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from chalicelib.settings import Settings, SettingsError
@@ -67,6 +69,7 @@ def test_mysql_needs_its_connection_not_a_table() -> None:
         ("RENDITIONS", "a=100,a=200"),
         ("API_AUTH", "cognito"),
         ("UPLOAD_PREFIX", "resized/up/"),
+        ("IMAGE_ENGINE", "magick"),
     ],
 )
 def test_invalid_values_name_their_variable(name: str, value: str) -> None:
@@ -84,3 +87,15 @@ def test_fingerprint_follows_rendition_settings_only() -> None:
 
 def test_events_queue_selects_sqs_mode() -> None:
     assert Settings.from_env(MINIMAL | {"EVENTS_QUEUE": "uploads"}).sqs_mode
+
+
+def test_vips_engine_is_chosen_by_image_engine() -> None:
+    assert Settings.from_env(MINIMAL).image_engine == "pillow"
+    assert Settings.from_env(MINIMAL | {"IMAGE_ENGINE": "vips"}).image_engine == "vips"
+
+
+def test_vips_engine_without_pyvips_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pyvips", None)  # what find_spec reports as not installed
+    with pytest.raises(SettingsError, match=r"IMAGE_ENGINE=vips needs pyvips"):
+        Settings.from_env(MINIMAL | {"IMAGE_ENGINE": "vips"})
+    assert Settings.from_env(MINIMAL).image_engine == "pillow"

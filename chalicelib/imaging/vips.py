@@ -1,0 +1,174 @@
+"""``IMAGE_ENGINE=vips``: step 2 of the pipeline (decode, orient, resize) in libvips.
+
+Why a second engine: on the same libjpeg-turbo decode, libvips resamples with
+SIMD and overlaps resampling with decoding, where Pillow can do neither
+(``bench/results/imaging.md`` has the numbers). Steps 1 and 3 stay in Pillow
+for both engines, so the metadata, the encoder settings and the ICC and EXIF
+rules cannot drift apart.
+
+What libvips is given: single-frame JPEG, PNG and WebP sources whose pixels
+are 8-bit L, LA, RGB or RGBA, the photographs this is for. Everything else
+(GIF, TIFF, BMP, palette or 16-bit PNG, CMYK JPEG, animated WebP) goes to the
+Pillow engine, whose mode handling (colour management, 16-bit scaling,
+palettes with transparency) it then shares. By then Pillow has identified the
+file and checked its pixel count from the headers; libvips is called with the
+one loader that format needs, by name, and every other loader is blocked, so
+an upload never reaches the dozens of parsers libvips carries.
+
+pyvips is imported with this module, on the first image an engine=vips
+function processes, never at ``import app``.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+import pyvips
+from PIL import Image
+
+from . import resize
+from .decode import frame_count, oriented
+from .errors import ImageRejected
+from .modes import WORKING_MODES
+from .resize import Crop
+
+if TYPE_CHECKING:
+    from .pipeline import Header
+
+# Loader per source format: nickname (a class method of pyvips.Image) and class.
+LOADERS = {
+    "JPEG": ("jpegload_buffer", "VipsForeignLoadJpegBuffer"),
+    "PNG": ("pngload_buffer", "VipsForeignLoadPngBuffer"),
+    "WEBP": ("webpload_buffer", "VipsForeignLoadWebpBuffer"),
+}
+MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+# The same Lanczos-3 as the Pillow engine. libvips first box-shrinks by whole
+# factors while leaving at least twice the output size (its ``gap``).
+KERNEL = "lanczos3"
+# Pillow's Image.transpose methods (decode.orient) as libvips operations.
+_ORIENT: dict[int, tuple[str, ...]] = {
+    2: ("fliphor",),
+    3: ("rot180",),
+    4: ("flipver",),
+    5: ("rot90", "fliphor"),
+    6: ("rot90",),
+    7: ("rot270", "fliphor"),
+    8: ("rot270",),
+}
+
+
+def accepts(header: Header) -> bool:
+    """Whether libvips takes this source (from Pillow's reading of its headers)."""
+    img = header.image
+    return (
+        header.format in LOADERS
+        and img.mode in WORKING_MODES
+        and "transparency" not in img.info
+        and frame_count(img) == 1
+    )
+
+
+def render(data: bytes, header: Header) -> list[Image.Image] | None:
+    """The rendition images, or None for a source the Pillow engine must take.
+
+    Raises ``ImageRejected`` when libvips finds the pixel data broken, and
+    ``MemoryError`` when it runs out of memory (transient: the caller retries).
+    """
+    if not accepts(header):
+        return None
+    _setup()
+    try:
+        base = _load(data, header)
+        if base is None:
+            return None
+        images = resize.render_with(VIPS, _orient(base, header.orientation), header.targets)
+        return [_to_pillow(image) for image in images]
+    except pyvips.Error as exc:
+        raise _translated(exc) from exc
+
+
+def draft_scale(size: tuple[int, int], needed: tuple[int, int]) -> int:
+    """The JPEG DCT scale (1, 2, 4 or 8) Pillow's ``draft()`` picks: same base size."""
+    fits = min(size[0] // max(1, needed[0]), size[1] // max(1, needed[1]))
+    return next((s for s in (8, 4, 2) if fits >= s), 1)
+
+
+@cache
+def _setup() -> None:
+    """Once per process: every loader blocked but ours, no operation cache.
+
+    The cache would keep the last images' pixels alive between invocations
+    for nothing: every upload is different.
+    """
+    pyvips.operation_block_set("VipsForeignLoad", True)
+    for _, loader in LOADERS.values():
+        pyvips.operation_block_set(loader, False)
+    pyvips.cache_set_max(0)
+
+
+def _load(data: bytes, header: Header) -> Any:
+    """Decoded, for JPEG at the draft scale; None when the pixels are not 8-bit
+    or do not have the bands Pillow's header promised (the Pillow engine then
+    decodes them its own way)."""
+    nickname, _ = LOADERS[header.format]
+    options: dict[str, Any] = {"fail_on": "error"}
+    if header.format == "JPEG":
+        needed = oriented(resize.needed_size(header.targets), header.orientation)
+        options["shrink"] = draft_scale(header.image.size, needed)
+    image = getattr(pyvips.Image, nickname)(data, **options)
+    if image.format != "uchar" or MODES.get(image.bands) != header.image.mode:
+        return None
+    # Decoded into memory once: every rendition (and the orientation) reads it.
+    return image.copy_memory()
+
+
+def _orient(image: Any, orientation: int) -> Any:
+    for operation in _ORIENT.get(orientation, ()):
+        image = getattr(image, operation)()
+    return image
+
+
+class _Vips:
+    """Resizes for ``resize.render_with``; each result is computed into memory,
+    since later renditions may be made from it."""
+
+    def size(self, image: Any) -> tuple[int, int]:
+        return image.width, image.height
+
+    def resize(self, source: Any, size: tuple[int, int]) -> Any:
+        if (source.width, source.height) == size:
+            return source
+        return _scaled(source, size).copy_memory()
+
+    def resize_region(self, source: Any, size: tuple[int, int], crop: Crop) -> Any:
+        # libvips computes only what the crop asks for: a sliver's huge
+        # intermediate is never made.
+        left, top, right, bottom = crop
+        return _scaled(source, size).crop(left, top, right - left, bottom - top).copy_memory()
+
+
+VIPS = _Vips()
+
+
+def _scaled(image: Any, size: tuple[int, int]) -> Any:
+    """``image`` resized to exactly ``size``; alpha premultiplied, as Pillow does."""
+    hscale, vscale = size[0] / image.width, size[1] / image.height
+    if not image.hasalpha():
+        return image.resize(hscale, vscale=vscale, kernel=KERNEL)
+    scaled = image.premultiply().resize(hscale, vscale=vscale, kernel=KERNEL)
+    return scaled.unpremultiply().cast("uchar")
+
+
+def _to_pillow(image: Any) -> Image.Image:
+    mode = MODES[image.bands]
+    size = (image.width, image.height)
+    return Image.frombuffer(mode, size, image.write_to_memory(), "raw", mode, 0, 1)
+
+
+def _translated(exc: pyvips.Error) -> Exception:
+    lines = [line.strip() for line in str(exc.detail or exc.message).splitlines()]
+    detail = next((line for line in lines if line), "libvips failed")
+    if "out of memory" in detail:
+        return MemoryError(detail)
+    return ImageRejected(f"image data is truncated or corrupt: {detail}")
