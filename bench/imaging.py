@@ -21,7 +21,8 @@ Variants, all producing the same renditions from the same bytes:
 - floor: JPEG draft decode as the project does it, then encoding the outputs
   (crops of the renditions' sizes): no resampling at all;
 - decode: Pillow's own full decode, nothing else;
-- project: ``chalicelib.imaging.process_image``.
+- project: ``chalicelib.imaging.process_image`` with ``IMAGE_ENGINE=pillow``;
+- project vips: the same with ``IMAGE_ENGINE=vips``.
 
 SSIM compares the 800 px rendition's pixels before encoding with a reference:
 full decode, one Lanczos resize straight to 800 px. ``numpy`` (for SSIM,
@@ -149,7 +150,10 @@ def project_images(data: bytes, job: Job) -> Iterator[Image.Image]:
 
 
 def _options(job: Job) -> ImagingOptions:
-    return ImagingOptions(parse_renditions(job.renditions), job.format.lower(), QUALITY)
+    engine = "vips" if job.variant == "project vips" else "pillow"
+    return ImagingOptions(
+        parse_renditions(job.renditions), job.format.lower(), QUALITY, engine=engine
+    )
 
 
 def run_pillow(images: Callable[[bytes, Job], Iterator[Image.Image]]) -> Runner:
@@ -224,8 +228,10 @@ VARIANTS: dict[str, tuple[Runner, Callable[[bytes, Job], Iterator[Any]] | None]]
     "floor": (run_pillow(floor_images), None),
     "decode": (run_decode, None),
     "project": (run_project, project_images),
+    "project vips": (run_project, project_images),
 }
-VIPS_VARIANTS = ("vips buffer", "vips once")
+VIPS_VARIANTS = ("vips buffer", "vips once")  # the pyvips baselines
+ENGINES = {"project": "pillow", "project vips": "vips"}
 
 
 # ---------------------------------------------------------------- worker
@@ -282,7 +288,7 @@ def worker(job: Job) -> Result:
     run, pixels = VARIANTS[job.variant]
     apply_knobs(job.knobs)
     data = Path(job.path).read_bytes()
-    if job.variant in VIPS_VARIANTS:
+    if job.variant in (*VIPS_VARIANTS, "project vips"):
         _vips()
     baseline = _status_kb("VmRSS")
     _reset_peak()
@@ -424,22 +430,31 @@ def comparison_table(
     def get(variant: str, source: Source) -> Result | None:
         return results.get((variant, source.path, "{}"))
 
-    def project(source: Source) -> Result | None:
-        return get("project", source)
-
     def best_vips(source: Source, measure: Callable[[Result | None], float | None]) -> Any:
         times = [m for v in VIPS_VARIANTS if (m := measure(get(v, source))) is not None]
         return min(times) if times else None
 
+    def ratio_to(
+        variant: str, baseline: Callable[[Source], float | None], cpu: bool = False
+    ) -> Callable[[Source], str]:
+        measure = _cpu if cpu else _ms
+        return lambda s: _ratio(measure(get(variant, s)), baseline(s))
+
     lines = [f"### {title}", "", "Wall time, median ms:", ""]
     ratios: list[tuple[str, Callable[[Source], str]]] = []
-    if "naive" in variants:
-        ratios.append(("project / naive", lambda s: _ratio(_ms(project(s)), _ms(get("naive", s)))))
-    ratios += [
-        ("project / best pyvips", lambda s: _ratio(_ms(project(s)), best_vips(s, _ms))),
-        ("project / floor", lambda s: _ratio(_ms(project(s)), _ms(get("floor", s)))),
-        ("CPU: project / best pyvips", lambda s: _ratio(_cpu(project(s)), best_vips(s, _cpu))),
-    ]
+    for variant in (v for v in ENGINES if v in variants):
+        engine = ENGINES[variant]
+        if "naive" in variants:
+            naive = ratio_to(variant, lambda s: _ms(get("naive", s)))
+            ratios.append((f"{engine} / naive", naive))
+        ratios += [
+            (f"{engine} / best pyvips", ratio_to(variant, lambda s: best_vips(s, _ms))),
+            (f"{engine} / floor", ratio_to(variant, lambda s: _ms(get("floor", s)))),
+            (
+                f"CPU: {engine} / best pyvips",
+                ratio_to(variant, lambda s: best_vips(s, _cpu), cpu=True),
+            ),
+        ]
     head = " | ".join([*variants, *(name for name, _ in ratios)])
     lines += [f"| input | {head} |", "|---" * (len(variants) + len(ratios) + 1) + "|"]
     for source in sources:
@@ -564,8 +579,9 @@ def main() -> None:
         progress("generating inputs")
         sources = make_inputs(Path(tmp), args.quick)
         variants = ["naive", "thumbnail", "vips buffer", "vips once", "floor", "project"]
+        variants.append("project vips")
         if not have_vips:
-            variants = [v for v in variants if v not in VIPS_VARIANTS]
+            variants = [v for v in variants if v not in (*VIPS_VARIANTS, "project vips")]
         fixed = [
             Job(v, s.path, TABLE_RENDITIONS, "JPEG", repeats, ssim=True)
             for s in sources
@@ -584,12 +600,12 @@ def main() -> None:
         png = [s for s in sources if s.format == "PNG"]
         for source in png:
             own = _ms(results.get(("decode", source.path, "{}")))
-            project = _ms(results.get(("project", source.path, "{}")))
-            out += [
-                f"{source.name}: Pillow's own decode {_cell(own)} ms; "
-                f"project / decode = {_ratio(project, own)}.",
-                "",
-            ]
+            engines = "; ".join(
+                f"{engine} / decode = {_ratio(_ms(results.get((v, source.path, '{}'))), own)}"
+                for v, engine in ENGINES.items()
+                if v in variants
+            )
+            out += [f"{source.name}: Pillow's own decode {_cell(own)} ms; {engines}.", ""]
         results = measure(defaults, rounds, progress)
         title = f"Default RENDITIONS ({DEFAULT_RENDITIONS}), OUTPUT_FORMAT=auto"
         rest = [v for v in variants if v != "naive"]

@@ -21,6 +21,7 @@ function processes, never at ``import app``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -82,8 +83,9 @@ def render(data: bytes, header: Header) -> list[Image.Image] | None:
         base = _load(data, header)
         if base is None:
             return None
-        images = resize.render_with(VIPS, _orient(base, header.orientation), header.targets)
-        return [_to_pillow(image) for image in images]
+        oriented_base = _Made(_orient(base, header.orientation))
+        images = resize.render_with(VIPS, oriented_base, header.targets)
+        return [image.to_pillow() for image in images]
     except pyvips.Error as exc:
         raise _translated(exc) from exc
 
@@ -112,7 +114,7 @@ def _load(data: bytes, header: Header) -> Any:
     or do not have the bands Pillow's header promised (the Pillow engine then
     decodes them its own way)."""
     nickname, _ = LOADERS[header.format]
-    options: dict[str, Any] = {"fail_on": "error"}
+    options: dict[str, Any] = {"fail_on": "error", "access": "sequential"}
     if header.format == "JPEG":
         needed = oriented(resize.needed_size(header.targets), header.orientation)
         options["shrink"] = draft_scale(header.image.size, needed)
@@ -129,23 +131,45 @@ def _orient(image: Any, orientation: int) -> Any:
     return image
 
 
+@dataclass(frozen=True)
+class _Made:
+    """A libvips image, and the buffer it was computed into, if it was."""
+
+    image: Any
+    pixels: bytes | None = None
+
+    @classmethod
+    def computed(cls, image: Any) -> _Made:
+        """``image`` computed into one buffer that both later renditions (as a
+        libvips image) and Pillow's encoder (``frombuffer``) read: no copy."""
+        pixels = image.write_to_memory()
+        width, height, bands = image.width, image.height, image.bands
+        return cls(pyvips.Image.new_from_memory(pixels, width, height, bands, "uchar"), pixels)
+
+    def to_pillow(self) -> Image.Image:
+        pixels = self.pixels if self.pixels is not None else self.image.write_to_memory()
+        mode, size = MODES[self.image.bands], (self.image.width, self.image.height)
+        return Image.frombuffer(mode, size, pixels, "raw", mode, 0, 1)
+
+
 class _Vips:
-    """Resizes for ``resize.render_with``; each result is computed into memory,
+    """Resizes for ``resize.render_with``; each result is computed at once,
     since later renditions may be made from it."""
 
-    def size(self, image: Any) -> tuple[int, int]:
-        return image.width, image.height
+    def size(self, made: _Made) -> tuple[int, int]:
+        return made.image.width, made.image.height
 
-    def resize(self, source: Any, size: tuple[int, int]) -> Any:
-        if (source.width, source.height) == size:
+    def resize(self, source: _Made, size: tuple[int, int]) -> _Made:
+        if self.size(source) == size:
             return source
-        return _scaled(source, size).copy_memory()
+        return _Made.computed(_scaled(source.image, size))
 
-    def resize_region(self, source: Any, size: tuple[int, int], crop: Crop) -> Any:
+    def resize_region(self, source: _Made, size: tuple[int, int], crop: Crop) -> _Made:
         # libvips computes only what the crop asks for: a sliver's huge
         # intermediate is never made.
         left, top, right, bottom = crop
-        return _scaled(source, size).crop(left, top, right - left, bottom - top).copy_memory()
+        region = _scaled(source.image, size).crop(left, top, right - left, bottom - top)
+        return _Made.computed(region)
 
 
 VIPS = _Vips()
@@ -158,12 +182,6 @@ def _scaled(image: Any, size: tuple[int, int]) -> Any:
         return image.resize(hscale, vscale=vscale, kernel=KERNEL)
     scaled = image.premultiply().resize(hscale, vscale=vscale, kernel=KERNEL)
     return scaled.unpremultiply().cast("uchar")
-
-
-def _to_pillow(image: Any) -> Image.Image:
-    mode = MODES[image.bands]
-    size = (image.width, image.height)
-    return Image.frombuffer(mode, size, image.write_to_memory(), "raw", mode, 0, 1)
 
 
 def _translated(exc: pyvips.Error) -> Exception:
