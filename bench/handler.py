@@ -6,7 +6,8 @@ upload event), reporting the median milliseconds per phase:
 get (S3 GetObject), process (decode + renditions + encode), put (renditions
 to S3), record (DynamoDB read + conditional write).
 
-Beside it, in the same run, a seed-style handler like the write-ups this
+Both imaging engines (``IMAGE_ENGINE=pillow`` and ``vips``) are measured when
+pyvips is installed. Beside them, in the same run, a seed-style handler like the write-ups this
 project replaces: download the object to a file, resize each rendition from
 the full-size image, save and upload each, put_item the record.
 
@@ -16,6 +17,7 @@ the full-size image, save and upload each, put_item the record.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import statistics
@@ -38,20 +40,26 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--size", choices=sorted(SIZES), default="12mp")
     args = parser.parse_args()
+    engines = ["pillow"] if importlib.util.find_spec("pyvips") is None else ["pillow", "vips"]
     with moto_server() as url:
-        runs, size = run(args.size, args.repeats, url)
+        runs: dict[str, list[dict[str, float]]] = {}
+        for engine in engines:
+            runs[engine], size = run(args.size, args.repeats, url, engine)
         seed = seed_style(args.size, args.repeats)
     phases = ["get", "process", "put", "record", "total"]
     width, height = SIZES[args.size]
     print(f"{args.size} JPEG ({width}x{height}, {size:,} bytes), {args.repeats} runs, "
           f"Python {platform.python_version()}, {os.cpu_count()} CPUs")  # fmt: skip
-    print("| phase | median ms |")
-    print("|---|---|")
+    print(f"| phase | {' | '.join(f'IMAGE_ENGINE={e}, median ms' for e in engines)} |")
+    print("|---" * (len(engines) + 1) + "|")
     for phase in phases:
-        print(f"| {phase} | {statistics.median(r.get(phase, 0.0) for r in runs):.1f} |")
-    ours = statistics.median(r["total"] for r in runs)
+        cells = [f"{statistics.median(r.get(phase, 0.0) for r in runs[e]):.1f}" for e in engines]
+        print(f"| {phase} | {' | '.join(cells)} |")
     print(f"| seed-style handler, total | {seed:.1f} |")
-    print(f"\nthis pipeline / seed-style: {ours / seed:.2f}x")
+    print()
+    for engine in engines:
+        ours = statistics.median(r["total"] for r in runs[engine])
+        print(f"this pipeline (IMAGE_ENGINE={engine}) / seed-style: {ours / seed:.2f}x")
 
 
 def seed_style(size_name: str, repeats: int) -> float:
@@ -87,7 +95,7 @@ def seed_style(size_name: str, repeats: int) -> float:
     return statistics.median(samples[1:])
 
 
-def run(size_name: str, repeats: int, url: str) -> tuple[list[dict[str, float]], int]:
+def run(size_name: str, repeats: int, url: str, engine: str) -> tuple[list[dict[str, float]], int]:
     """Per-phase milliseconds of ``repeats`` created events, after one warm-up."""
     os.environ.update(
         AWS_ENDPOINT_URL=url,
@@ -95,7 +103,8 @@ def run(size_name: str, repeats: int, url: str) -> tuple[list[dict[str, float]],
         AWS_SECRET_ACCESS_KEY="bench",
         AWS_DEFAULT_REGION="us-east-1",
     )
-    settings = Settings.from_env({"SOURCE_BUCKET": "bench", "DDB_TABLE": "bench"})
+    env = {"SOURCE_BUCKET": "bench", "DDB_TABLE": "bench", "IMAGE_ENGINE": engine}
+    settings = Settings.from_env(env)
     provision(settings, report=lambda _: None)
     runs: list[dict[str, float]] = []
 
@@ -107,10 +116,11 @@ def run(size_name: str, repeats: int, url: str) -> tuple[list[dict[str, float]],
     pipeline.observer = observe
     data = jpeg_bytes(*SIZES[size_name])
     s3 = boto3.client("s3")
+    key = f"photo-{engine}.jpg"
     for i in range(repeats + 1):
-        etag = s3.put_object(Bucket="bench", Key="photo.jpg", Body=data)["ETag"].strip('"')
+        etag = s3.put_object(Bucket="bench", Key=key, Body=data)["ETag"].strip('"')
         event = ObjectEvent(
-            "bench", "photo.jpg", EventKind.CREATED, "ObjectCreated:Put",
+            "bench", key, EventKind.CREATED, "ObjectCreated:Put",
             size=len(data), etag=etag, sequencer=f"{i + 1:018X}",
         )  # fmt: skip
         pipeline.handle(event)

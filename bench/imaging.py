@@ -1,6 +1,7 @@
 """The imaging path against naive Pillow, thumbnail(), pyvips and a decode+encode floor.
 
-    .venv/bin/python -m bench.imaging [--repeats 5] [--rounds 2] [--quick] [--no-tuning]
+    .venv/bin/python -m bench.imaging [--repeats 5] [--rounds 4] [--tuning-rounds 2]
+                                      [--quick] [--no-tuning] [--only-phases]
 
 Inputs are generated (``bench.inputs``): photographic JPEGs of 3, 12, 24 and
 48 MP at quality 90 with EXIF, and a 12 MP PNG. Every (variant, input) runs in
@@ -270,6 +271,10 @@ def apply_knobs(knobs: dict[str, Any]) -> None:
         resize.BASE_REDUCING_GAP = knobs["base_gap"]
     if "jpeg" in knobs:
         encode.JPEG_PARAMS.update(knobs["jpeg"])
+    if "decoders" in knobs:  # the vips engine: which library decodes which format
+        from chalicelib.imaging import vips
+
+        vips.DECODERS.update(knobs["decoders"])
     if "png_level" in knobs:
         encode.PNG_COMPRESS_LEVEL = knobs["png_level"]
     if "draft" in knobs:
@@ -484,7 +489,7 @@ def comparison_table(
 
 
 TUNING: list[tuple[str, dict[str, Any]]] = [
-    ("project as shipped", {}),
+    ("Pillow engine as shipped", {}),
     ("as before: one thread, no base reduce()", {"threads": False, "base_gap": 1e9}),
     ("one thread: no bands", {"threads": False}),
     ("4 bands instead of 2", {"stripes": 4}),
@@ -498,16 +503,22 @@ TUNING: list[tuple[str, dict[str, Any]]] = [
     ("JPEG progressive=True", {"jpeg": {"progressive": True}}),
     ("JPEG 4:4:4 chroma", {"jpeg": {"subsampling": "4:4:4"}}),
 ]
+VIPS_TUNING: list[tuple[str, dict[str, Any]]] = [
+    ("vips engine as shipped (Pillow decodes JPEG and WebP, libvips PNG)", {}),
+    ("vips engine, libvips decodes JPEG too", {"decoders": {"JPEG": "libvips"}}),
+    ("vips engine, Pillow decodes PNG too", {"decoders": {"PNG": "pillow"}}),
+]
 
 
 def tuning_table(sources: list[Source], results: dict[tuple[str, str, str], Result]) -> list[str]:
-    lines = ["### Tuning: the project with one choice changed", ""]
+    lines = ["### Tuning: each engine with one choice changed", ""]
     head = " | ".join(f"{s.name} ms | KB out | SSIM" for s in sources)
     lines += [f"| choice | {head} |", "|---" * (3 * len(sources) + 1) + "|"]
-    for label, knobs in TUNING:
+    rows = [("project", *row) for row in TUNING] + [("project vips", *row) for row in VIPS_TUNING]
+    for variant, label, knobs in rows:
         cells = []
         for source in sources:
-            r = results.get(("project", source.path, json.dumps(knobs, sort_keys=True)))
+            r = results.get((variant, source.path, json.dumps(knobs, sort_keys=True)))
             cells += [
                 _cell(_ms(r)),
                 _cell(r.out_bytes / 1024 if r else None),
@@ -557,16 +568,94 @@ def machine_line() -> str:
     )
 
 
+# ---------------------------------------------------------------- phases
+
+
+def phase_times(data: bytes, options: ImagingOptions) -> dict[str, float]:
+    """Milliseconds of each step of ``process_image`` on one input, one run.
+
+    The steps of ``chalicelib.imaging.pipeline`` called one by one, with a
+    clock between them (the same calls, in the same order, as it makes).
+    """
+    marks = [time.perf_counter()]
+    names: list[str] = []
+
+    def mark(name: str) -> None:
+        marks.append(time.perf_counter())
+        names.append(name)
+
+    with decode.decoding(options.max_pixels):
+        header = imaging_pipeline.read_header(data, options)
+        mark("header (Pillow)")
+        if options.engine == "vips":
+            from chalicelib.imaging import vips
+
+            base = vips._load(data, header)
+            mark(f"decode ({vips.DECODERS[header.format]})")
+            made = vips._Made(vips._orient(base, header.orientation))
+            images = resize.render_with(vips.VIPS, made, header.targets)
+            mark("orient + resize (libvips)")
+            pil = [image.to_pillow() for image in images]
+            mark("hand-over to Pillow")
+        else:
+            img, orientation = header.image, header.orientation
+            needed = resize.needed_size(header.targets)
+            decode.load(img, decode.oriented(needed, orientation))
+            mark("decode (Pillow)")
+            base = resize.reduce_base(decode.orient(img, orientation), needed)
+            mark("orient + base reduce()")
+            pil = resize.render(base, header.targets)
+            mark("resize (Pillow)")
+    for image in pil:
+        encode.encode(image, options.output_format.upper(), options.jpeg_quality, None, None)
+    mark("encode (Pillow)")
+    return {name: (b - a) * 1000 for name, a, b in zip(names, marks, marks[1:], strict=False)}
+
+
+def phases_worker(path: str, engine: str, repeats: int) -> dict[str, float]:
+    data = Path(path).read_bytes()
+    options = ImagingOptions(parse_renditions(TABLE_RENDITIONS), "jpeg", QUALITY, engine=engine)
+    phase_times(data, options)  # untimed
+    runs = [phase_times(data, options) for _ in range(repeats)]
+    return {name: statistics.median(run[name] for run in runs) for name in runs[0]}
+
+
+def phases_table(sources: list[Source], engines: list[str], repeats: int) -> list[str]:
+    lines = ["### Where the time goes: each step, median ms (in-process, one subprocess)", ""]
+    lines += ["| input | engine | step | ms |", "|---|---|---|---|"]
+    for source in sources:
+        for engine in engines:
+            proc = subprocess.run(
+                [sys.executable, "-m", "bench.imaging", "--phases", source.path, engine,
+                 str(repeats)],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            steps = json.loads(proc.stdout)
+            for step, ms in steps.items():
+                lines.append(f"| {source.name} | {engine} | {step} | {ms:.1f} |")
+            lines.append(f"| {source.name} | {engine} | **sum** | {sum(steps.values()):.1f} |")
+    return [*lines, ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--tuning-rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="fewer inputs, 1 repeat, 1 round")
     parser.add_argument("--no-tuning", action="store_true", help="skip the tuning table")
+    parser.add_argument(
+        "--only-phases", action="store_true", help="only the table of where the time goes"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--phases", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(asdict(worker(Job(**json.loads(args.worker))))))
+        return
+    if args.phases:
+        path, engine, count = args.phases
+        print(json.dumps(phases_worker(path, engine, int(count))))
         return
     repeats, rounds = (1, 1) if args.quick else (args.repeats, args.rounds)
     have_vips = _optional("pyvips") is not None
@@ -578,6 +667,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-imaging-") as tmp:
         progress("generating inputs")
         sources = make_inputs(Path(tmp), args.quick)
+        if args.only_phases:
+            phased = [s for s in sources if s.name in ("12 MP JPEG", "48 MP JPEG", "12 MP PNG")]
+            engines = ["pillow", "vips"] if have_vips else ["pillow"]
+            print("\n".join([header, "", *phases_table(phased, engines, max(5, 3 * repeats))]))
+            return
         variants = ["naive", "thumbnail", "vips buffer", "vips once", "floor", "project"]
         variants.append("project vips")
         if not have_vips:
@@ -597,33 +691,40 @@ def main() -> None:
         results = measure(fixed, rounds, progress)
         title = "Renditions 1600, 800, 200 px (longest side), JPEG q85"
         out += comparison_table(title, sources, variants, results)
+        engines = [e for v, e in ENGINES.items() if v in variants]
+        phased = [s for s in sources if s.name in ("12 MP JPEG", "48 MP JPEG", "12 MP PNG")]
+        progress("phases")
+        out += phases_table(phased, engines, max(5, 3 * repeats))
         png = [s for s in sources if s.format == "PNG"]
         for source in png:
             own = _ms(results.get(("decode", source.path, "{}")))
-            engines = "; ".join(
+            per_engine = "; ".join(
                 f"{engine} / decode = {_ratio(_ms(results.get((v, source.path, '{}'))), own)}"
                 for v, engine in ENGINES.items()
                 if v in variants
             )
-            out += [f"{source.name}: Pillow's own decode {_cell(own)} ms; {engines}.", ""]
+            out += [f"{source.name}: Pillow's own decode {_cell(own)} ms; {per_engine}.", ""]
         results = measure(defaults, rounds, progress)
         title = f"Default RENDITIONS ({DEFAULT_RENDITIONS}), OUTPUT_FORMAT=auto"
         rest = [v for v in variants if v != "naive"]
         out += comparison_table(title, sources, rest, results, with_ssim=False)
         if not args.quick and not args.no_tuning:
             picked = [s for s in sources if s.name in ("12 MP JPEG", "48 MP JPEG", "12 MP PNG")]
+            tuned = [("project", k) for _, k in TUNING]
+            if have_vips:
+                tuned += [("project vips", k) for _, k in VIPS_TUNING]
             jobs = [
-                Job("project", s.path, TABLE_RENDITIONS, "JPEG", repeats, ssim=True, knobs=k)
+                Job(v, s.path, TABLE_RENDITIONS, "JPEG", repeats, ssim=True, knobs=k)
                 for s in picked
-                for _, k in TUNING
+                for v, k in tuned
             ]
-            out += tuning_table(picked, measure(jobs, rounds, progress))
+            out += tuning_table(picked, measure(jobs, args.tuning_rounds, progress))
             jobs = [
                 Job("project", s.path, DEFAULT_RENDITIONS, "PNG", repeats, knobs={"png_level": n})
                 for s in png
                 for n in PNG_LEVELS
             ]
-            out += png_table(png, measure(jobs, rounds, progress))
+            out += png_table(png, measure(jobs, args.tuning_rounds, progress))
     print("\n".join(out))
 
 

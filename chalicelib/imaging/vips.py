@@ -1,19 +1,23 @@
-"""``IMAGE_ENGINE=vips``: step 2 of the pipeline (decode, orient, resize) in libvips.
+"""``IMAGE_ENGINE=vips``: step 2 of the pipeline (decode, orient, resize) with libvips.
 
-Why a second engine: on the same libjpeg-turbo decode, libvips resamples with
-SIMD and overlaps resampling with decoding, where Pillow can do neither
-(``bench/results/imaging.md`` has the numbers). Steps 1 and 3 stay in Pillow
-for both engines, so the metadata, the encoder settings and the ICC and EXIF
-rules cannot drift apart.
+Why a second engine: libvips resamples with SIMD and across cores, about
+three times faster than Pillow's Lanczos (``bench/results/imaging.md``).
+Steps 1 and 3 stay in Pillow for both engines, so the metadata, the encoder
+settings and the ICC and EXIF rules cannot drift apart.
 
-What libvips is given: single-frame JPEG, PNG and WebP sources whose pixels
+What the engine takes: single-frame JPEG, PNG and WebP sources whose pixels
 are 8-bit L, LA, RGB or RGBA, the photographs this is for. Everything else
 (GIF, TIFF, BMP, palette or 16-bit PNG, CMYK JPEG, animated WebP) goes to the
 Pillow engine, whose mode handling (colour management, 16-bit scaling,
-palettes with transparency) it then shares. By then Pillow has identified the
-file and checked its pixel count from the headers; libvips is called with the
-one loader that format needs, by name, and every other loader is blocked, so
-an upload never reaches the dozens of parsers libvips carries.
+palettes with transparency) it then shares.
+
+Who decodes (``DECODERS``): Pillow, for JPEG (at the draft scale, as the
+Pillow engine) and WebP, where libvips's loaders are no faster; libvips
+(libspng) for PNG, which it decodes in about 60 % of Pillow's time. So
+libvips parses no uploaded JPEG or WebP at all; for PNG it is called with
+its PNG loader by name, after Pillow has identified the file and checked its
+pixel count from the headers, and every other loader is blocked, so an
+upload never reaches the dozens of parsers libvips carries.
 
 pyvips is imported with this module, on the first image an engine=vips
 function processes, never at ``import app``.
@@ -28,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import pyvips
 from PIL import Image
 
-from . import resize
+from . import decode, resize
 from .decode import frame_count, oriented
 from .errors import ImageRejected
 from .modes import WORKING_MODES
@@ -37,12 +41,20 @@ from .resize import Crop
 if TYPE_CHECKING:
     from .pipeline import Header
 
-# Loader per source format: nickname (a class method of pyvips.Image) and class.
+# libvips's loader per source format: nickname (a class method of pyvips.Image)
+# and class.
 LOADERS = {
     "JPEG": ("jpegload_buffer", "VipsForeignLoadJpegBuffer"),
     "PNG": ("pngload_buffer", "VipsForeignLoadPngBuffer"),
     "WEBP": ("webpload_buffer", "VipsForeignLoadWebpBuffer"),
 }
+# Which library decodes each format, by measurement (bench/results/imaging.md,
+# the vips engine's tuning table): the libjpeg-turbo and libwebp in Pillow's
+# wheels decode faster than libvips's loaders (a 12 MP JPEG at half scale in
+# about 34 against 41 ms, with the copy into libvips); libvips's PNG loader
+# (libspng) takes 190 ms where Pillow's takes 315. Only the loaders named
+# here are left unblocked.
+DECODERS = {"JPEG": "pillow", "WEBP": "pillow", "PNG": "libvips"}
 MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 # The same Lanczos-3 as the Pillow engine. libvips first box-shrinks by whole
 # factors while leaving at least twice the output size (its ``gap``).
@@ -104,24 +116,32 @@ def _setup() -> None:
     for nothing: every upload is different.
     """
     pyvips.operation_block_set("VipsForeignLoad", True)
-    for _, loader in LOADERS.values():
-        pyvips.operation_block_set(loader, False)
+    for fmt, (_, loader) in LOADERS.items():
+        if DECODERS[fmt] == "libvips":
+            pyvips.operation_block_set(loader, False)
     pyvips.cache_set_max(0)
 
 
 def _load(data: bytes, header: Header) -> Any:
-    """Decoded, for JPEG at the draft scale; None when the pixels are not 8-bit
-    or do not have the bands Pillow's header promised (the Pillow engine then
-    decodes them its own way)."""
+    """The source decoded into memory, for JPEG at the draft scale, as a libvips
+    image that every rendition (and the orientation) reads; None when the
+    pixels are not 8-bit or lack the bands Pillow's header promised (the Pillow
+    engine then decodes them its own way)."""
+    needed = oriented(resize.needed_size(header.targets), header.orientation)
+    if DECODERS[header.format] == "pillow":
+        img = header.image
+        decode.load(img, needed)
+        if img.mode != header.image.mode or img.mode not in WORKING_MODES:
+            return None
+        pixels = img.tobytes()
+        return pyvips.Image.new_from_memory(pixels, img.width, img.height, len(img.mode), "uchar")
     nickname, _ = LOADERS[header.format]
     options: dict[str, Any] = {"fail_on": "error", "access": "sequential"}
     if header.format == "JPEG":
-        needed = oriented(resize.needed_size(header.targets), header.orientation)
         options["shrink"] = draft_scale(header.image.size, needed)
     image = getattr(pyvips.Image, nickname)(data, **options)
     if image.format != "uchar" or MODES.get(image.bands) != header.image.mode:
         return None
-    # Decoded into memory once: every rendition (and the orientation) reads it.
     return image.copy_memory()
 
 

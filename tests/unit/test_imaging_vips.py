@@ -121,14 +121,18 @@ def test_16_bit_rgb_png_goes_to_pillow_after_libvips_reads_its_header() -> None:
     assert rendition_images(data, options("t=40"))[0].size == (40, 30)
 
 
-def test_every_other_loader_is_blocked() -> None:
+def test_every_loader_but_png_is_blocked() -> None:
     taken(encoded(Image.new("RGB", (8, 8)), "JPEG"))  # the engine has been set up
-    gif = encoded(Image.new("RGB", (8, 8)), "GIF")
-    with pytest.raises(pyvips.Error, match=r"blocked|not in a known format"):
-        pyvips.Image.new_from_buffer(gif, "").avg()
+    assert vips.DECODERS == {"JPEG": "pillow", "WEBP": "pillow", "PNG": "libvips"}
+    for fmt in ("GIF", "JPEG", "WEBP", "TIFF"):
+        data = encoded(Image.new("RGB", (8, 8)), fmt)
+        with pytest.raises(pyvips.Error, match=r"blocked|not in a known format"):
+            pyvips.Image.new_from_buffer(data, "").avg()
     svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>'
-    with pytest.raises(pyvips.Error):
+    with pytest.raises(pyvips.Error, match="blocked"):
         pyvips.Image.svgload_buffer(svg).avg()
+    png = encoded(Image.new("RGB", (8, 8), "red"), "PNG")
+    assert pyvips.Image.pngload_buffer(png).avg() == 255 / 3
 
 
 @given(
