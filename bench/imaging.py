@@ -1,6 +1,6 @@
 """The imaging path against naive Pillow, thumbnail(), pyvips and a decode+encode floor.
 
-    .venv/bin/python -m bench.imaging [--repeats 5] [--rounds 4] [--tuning-rounds 2]
+    .venv/bin/python -m bench.imaging [--repeats 5] [--rounds 6] [--tuning-rounds 2]
                                       [--quick] [--no-tuning] [--only-phases]
 
 Inputs are generated (``bench.inputs``): photographic JPEGs of 3, 12, 24 and
@@ -275,6 +275,10 @@ def apply_knobs(knobs: dict[str, Any]) -> None:
         from chalicelib.imaging import vips
 
         vips.DECODERS.update(knobs["decoders"])
+    if "stream" in knobs:
+        from chalicelib.imaging import vips
+
+        vips.STREAM = knobs["stream"]
     if "png_level" in knobs:
         encode.PNG_COMPRESS_LEVEL = knobs["png_level"]
     if "draft" in knobs:
@@ -507,6 +511,7 @@ VIPS_TUNING: list[tuple[str, dict[str, Any]]] = [
     ("vips engine as shipped (Pillow decodes JPEG and WebP, libvips PNG)", {}),
     ("vips engine, libvips decodes JPEG too", {"decoders": {"JPEG": "libvips"}}),
     ("vips engine, Pillow decodes PNG too", {"decoders": {"PNG": "pillow"}}),
+    ("vips engine, PNG decoded into memory before resizing", {"stream": False}),
 ]
 
 
@@ -640,7 +645,7 @@ def phases_table(sources: list[Source], engines: list[str], repeats: int) -> lis
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--tuning-rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="fewer inputs, 1 repeat, 1 round")
     parser.add_argument("--no-tuning", action="store_true", help="skip the tuning table")

@@ -125,33 +125,39 @@ def render(base: Image.Image, targets: Sequence[Target]) -> list[Image.Image]:
 
 def render_with[Img](engine: Resampler[Img], base: Img, targets: Sequence[Target]) -> list[Img]:
     """``render`` for any engine's images: the one cascade both engines share."""
-    results: list[Img | None] = [None] * len(targets)
-    sources: list[tuple[tuple[int, int], Img]] = []  # whole-frame downscales made so far
-    base_size = engine.size(base)
-    order = sorted(range(len(targets)), key=lambda i: -targets[i].size[0] * targets[i].size[1])
-    for i in order:
+    results: dict[int, Img] = {}
+    for i, source in cascade(targets, engine.size(base)):
+        image = base if source is None else results[source]
+        crop = targets[i].crop
+        if crop is None:
+            results[i] = engine.resize(image, targets[i].size)
+        else:
+            results[i] = engine.resize_region(image, targets[i].size, crop)
+    return [results[i] for i in range(len(targets))]
+
+
+def cascade(targets: Sequence[Target], base_size: tuple[int, int]) -> list[tuple[int, int | None]]:
+    """The order renditions are made in: (target index, index of the target it
+    is made from, or None for the base), largest first."""
+    steps: list[tuple[int, int | None]] = []
+    made: list[int] = []  # whole-frame downscales so far, as target indices
+    for i in sorted(range(len(targets)), key=lambda i: -targets[i].size[0] * targets[i].size[1]):
         target = targets[i]
-        source = _source_for(target.size, base, sources)
-        if target.crop is not None:
-            results[i] = engine.resize_region(source, target.size, target.crop)
-            continue
-        resized = results[i] = engine.resize(source, target.size)
-        if target.keeps_aspect and _fits(target.size, base_size):
-            sources.append((target.size, resized))
-    return [image for image in results if image is not None]
+        found = _source_for(target.size, [targets[j].size for j in made])
+        steps.append((i, None if found is None else made[found]))
+        if target.crop is None and target.keeps_aspect and _fits(target.size, base_size):
+            made.append(i)
+    return steps
 
 
-def _source_for[Img](
-    size: tuple[int, int], base: Img, sources: Sequence[tuple[tuple[int, int], Img]]
-) -> Img:
+def _source_for(size: tuple[int, int], candidates: Sequence[tuple[int, int]]) -> int | None:
+    """Index of the smallest candidate at least ``SOURCE_MARGIN`` times ``size``."""
     usable = [
-        (made, image)
-        for made, image in sources
-        if made[0] >= SOURCE_MARGIN * size[0] and made[1] >= SOURCE_MARGIN * size[1]
+        n
+        for n, (width, height) in enumerate(candidates)
+        if width >= SOURCE_MARGIN * size[0] and height >= SOURCE_MARGIN * size[1]
     ]
-    if not usable:
-        return base
-    return min(usable, key=lambda pair: pair[0][0] * pair[0][1])[1]
+    return min(usable, key=lambda n: candidates[n][0] * candidates[n][1], default=None)
 
 
 class _Pillow:

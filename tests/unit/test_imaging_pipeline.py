@@ -107,12 +107,14 @@ CORNER = {1: "tl", 2: "tr", 3: "br", 4: "bl", 5: "tl", 6: "tr", 7: "br", 8: "bl"
 @pytest.mark.parametrize("orientation", range(1, 9))
 @pytest.mark.parametrize("stored", [(400, 200), (1600, 800)])
 @pytest.mark.parametrize("strip", [True, False])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
 def test_exif_orientation_is_applied(
-    orientation: int, stored: tuple[int, int], strip: bool, process: Process
+    orientation: int, stored: tuple[int, int], strip: bool, fmt: str, process: Process
 ) -> None:
     exif = Image.Exif()
     exif[0x0112] = orientation
-    data = encoded(marked(*stored), "JPEG", exif=exif, quality=95)
+    params = {"quality": 95} if fmt == "JPEG" else {}
+    data = encoded(marked(*stored), fmt, exif=exif, **params)
     result = process(data, "full=100%,small=100", strip_metadata=strip)
 
     swapped = orientation >= 5

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from chalicelib.imaging import parse_renditions
-from chalicelib.imaging.resize import _source_for, needed_size, plan, render
+from chalicelib.imaging.resize import _source_for, cascade, needed_size, plan, render
 
 
 def px(img: Image.Image, xy: tuple[int, int]) -> tuple[int, ...]:
@@ -29,13 +29,20 @@ def test_renditions_come_back_in_spec_order_with_exact_sizes() -> None:
 
 
 def test_each_rendition_uses_the_smallest_image_twice_its_size() -> None:
-    base = Image.new("RGB", (4000, 3000))
-    made = [(size, Image.new("RGB", size)) for size in ((1600, 1200), (800, 600))]
-    assert _source_for((800, 600), base, made).size == (1600, 1200)
-    assert _source_for((400, 300), base, made).size == (800, 600)
-    assert _source_for((200, 150), base, made).size == (800, 600)
-    assert _source_for((801, 600), base, made).size == (4000, 3000)
-    assert _source_for((1000, 100), base, made).size == (4000, 3000)
+    made = [(1600, 1200), (800, 600)]
+    assert _source_for((800, 600), made) == 0
+    assert _source_for((400, 300), made) == 1
+    assert _source_for((200, 150), made) == 1
+    assert _source_for((801, 600), made) is None  # the base
+    assert _source_for((1000, 100), made) is None
+
+
+def test_cascade_order_and_sources() -> None:
+    specs = parse_renditions("thumb=256x256#,medium=800x800,large=1600x1600,sq=100x50!")
+    targets = plan(specs, (4000, 3000))
+    # large from the base, medium from large, the cover thumb (341x256 before
+    # its crop) and the distorted sq from medium; neither seeds anything.
+    assert cascade(targets, (2000, 1500)) == [(2, None), (1, 2), (0, 1), (3, 1)]
 
 
 def test_a_cascade_gives_the_same_picture() -> None:

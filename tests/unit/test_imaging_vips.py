@@ -168,6 +168,27 @@ def test_both_engines_make_the_same_picture(
         assert max(difference) < 2.5, (a.size, difference)
 
 
+@pytest.mark.parametrize(
+    ("renditions", "orientation", "streamed"),
+    [
+        ("a=600,b=300,c=100", 1, True),  # b from a, c from b: the base is read once
+        ("a=600,b=300,c=100", 2, True),  # a mirror keeps the rows in order
+        ("a=600,b=300,c=100", 6, False),  # a turn reads the base column by column
+        ("a=600,b=500", 1, False),  # b is not half a: both read the base
+    ],
+)
+def test_base_is_streamed_only_when_read_once_in_order(
+    renditions: str, orientation: int, streamed: bool
+) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encoded(Image.new("RGB", (1200, 900)), "PNG", exif=exif)
+    opts = options(renditions)
+    with decode.decoding(opts.max_pixels):
+        header = read_header(data, opts)
+    assert vips._read_once(header, header.image.size) is streamed
+
+
 def test_transparent_pixels_do_not_bleed_into_their_neighbours(process: Process) -> None:
     img = Image.new("RGBA", (200, 200), (255, 0, 0, 255))
     img.paste((0, 255, 0, 0), (0, 0, 100, 200))  # fully transparent green, left half
