@@ -1,7 +1,8 @@
 """The imaging path against naive Pillow, thumbnail(), pyvips and a decode+encode floor.
 
-    .venv/bin/python -m bench.imaging [--repeats 5] [--rounds 6] [--tuning-rounds 2]
-                                      [--quick] [--no-tuning] [--only-phases]
+    .venv/bin/python -m bench.imaging [--repeats 5] [--rounds 4] [--duel-rounds 12]
+                                      [--tuning-rounds 2] [--quick] [--no-tuning]
+                                      [--only-phases]
 
 Inputs are generated (``bench.inputs``): photographic JPEGs of 3, 12, 24 and
 48 MP at quality 90 with EXIF, and a 12 MP PNG. Every (variant, input) runs in
@@ -573,6 +574,35 @@ def machine_line() -> str:
     )
 
 
+# ---------------------------------------------------------------- duel
+
+# The close race, run again with more rounds: differences of a few percent
+# need more samples than one table's rounds give on a noisy machine.
+DUEL = ("vips once", "project", "project vips")
+
+
+def duel_table(
+    sources: list[Source], results: dict[tuple[str, str, str], Result], rounds: int
+) -> list[str]:
+    def get(variant: str, source: Source) -> Result | None:
+        return results.get((variant, source.path, "{}"))
+
+    lines = [
+        f"### The close race again: {rounds} interleaved rounds, 1600/800/200 px JPEG q85",
+        "",
+        "| input | vips once ms | project ms | project vips ms | pillow / vips once "
+        "| vips / vips once | CPU: pillow / vips once | CPU: vips / vips once |",
+        "|---" * 8 + "|",
+    ]
+    for source in sources:
+        once, pillow, vips = (get(v, source) for v in DUEL)
+        cells = [_cell(_ms(once)), _cell(_ms(pillow)), _cell(_ms(vips))]
+        cells += [_ratio(_ms(pillow), _ms(once)), _ratio(_ms(vips), _ms(once))]
+        cells += [_ratio(_cpu(pillow), _cpu(once)), _ratio(_cpu(vips), _cpu(once))]
+        lines.append(f"| {source.name} | {' | '.join(cells)} |")
+    return [*lines, ""]
+
+
 # ---------------------------------------------------------------- phases
 
 
@@ -645,8 +675,9 @@ def phases_table(sources: list[Source], engines: list[str], repeats: int) -> lis
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--tuning-rounds", type=int, default=2)
+    parser.add_argument("--duel-rounds", type=int, default=12)
     parser.add_argument("--quick", action="store_true", help="fewer inputs, 1 repeat, 1 round")
     parser.add_argument("--no-tuning", action="store_true", help="skip the tuning table")
     parser.add_argument(
@@ -696,6 +727,10 @@ def main() -> None:
         results = measure(fixed, rounds, progress)
         title = "Renditions 1600, 800, 200 px (longest side), JPEG q85"
         out += comparison_table(title, sources, variants, results)
+        if have_vips and not args.quick:
+            big = [s for s in sources if s.name != "3 MP JPEG"]
+            jobs = [Job(v, s.path, TABLE_RENDITIONS, "JPEG", repeats) for s in big for v in DUEL]
+            out += duel_table(big, measure(jobs, args.duel_rounds, progress), args.duel_rounds)
         engines = [e for v, e in ENGINES.items() if v in variants]
         phased = [s for s in sources if s.name in ("12 MP JPEG", "48 MP JPEG", "12 MP PNG")]
         progress("phases")

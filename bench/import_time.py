@@ -36,6 +36,13 @@ def main() -> None:
     python = median_ms("pass", env, args.repeats)
     bare = median_ms(BARE, env, args.repeats)
     ours = median_ms("import app", env, args.repeats)
+    vips_env = env | {"IMAGE_ENGINE": "vips"}
+    ours_vips = median_ms("import app", vips_env, args.repeats)
+    # What the first image of a container adds: the imaging engine's imports.
+    pillow_first = median_ms("import app, chalicelib.imaging.pipeline", env, args.repeats)
+    vips_first = median_ms(
+        "import app, chalicelib.imaging.pipeline, chalicelib.imaging.vips", vips_env, args.repeats
+    )
     modules = subprocess.run(
         [sys.executable, "-c", "import app, sys; print(' '.join(sorted(m for m in "
          "('PIL', 'pymysql', 'boto3', 'pyvips') if m in sys.modules)))"],
@@ -47,6 +54,11 @@ def main() -> None:
     print(f"| python -c pass | {python:.0f} | |")
     print(f"| bare Chalice app + boto3 | {bare:.0f} | {bare - python:.0f} |")
     print(f"| import app (DynamoDB stage) | {ours:.0f} | {ours - python:.0f} |")
+    print(f"| import app, IMAGE_ENGINE=vips | {ours_vips:.0f} | {ours_vips - python:.0f} |")
+    print(f"| import app + the Pillow engine (first image) | {pillow_first:.0f} "
+          f"| {pillow_first - python:.0f} |")  # fmt: skip
+    print(f"| import app + the vips engine (first image) | {vips_first:.0f} "
+          f"| {vips_first - python:.0f} |")  # fmt: skip
     print(f"\nratio import app / bare: {ours / bare:.2f}x (whole process); "
           f"{(ours - python) / (bare - python):.2f}x (imports alone)")  # fmt: skip
     print(f"heavy modules loaded by import app: {modules or 'none'}")
