@@ -276,6 +276,10 @@ def apply_knobs(knobs: dict[str, Any]) -> None:
         from chalicelib.imaging import vips
 
         vips.DECODERS.update(knobs["decoders"])
+    if "keep_buffers" in knobs:
+        from chalicelib.imaging import vips
+
+        vips.KEEP_BUFFERS = knobs["keep_buffers"]
     if "stream" in knobs:
         from chalicelib.imaging import vips
 
@@ -513,6 +517,7 @@ VIPS_TUNING: list[tuple[str, dict[str, Any]]] = [
     ("vips engine, libvips decodes JPEG too", {"decoders": {"JPEG": "libvips"}}),
     ("vips engine, Pillow decodes PNG too", {"decoders": {"PNG": "pillow"}}),
     ("vips engine, PNG decoded into memory before resizing", {"stream": False}),
+    ("vips engine, glibc's default malloc thresholds", {"keep_buffers": False}),
 ]
 
 
