@@ -19,13 +19,17 @@ BARE = "import boto3, chalice; app = chalice.Chalice(app_name='bare')"
 STAGE = {"SOURCE_BUCKET": "bench", "DDB_TABLE": "bench", "SNS_TOPIC_ARN": ""}
 
 
-def median_ms(code: str, env: dict[str, str], repeats: int) -> float:
-    samples = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], cwd=PROJECT, env=env, check=True)
-        samples.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples[1:])
+def medians_ms(cases: dict[str, tuple[str, dict[str, str]]], repeats: int) -> dict[str, float]:
+    """Median ms of each (code, env), run round-robin so that the machine's
+    drift falls on every case alike; one untimed round first."""
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for round_no in range(repeats + 1):
+        for name, (code, env) in cases.items():
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], cwd=PROJECT, env=env, check=True)
+            if round_no:
+                samples[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def main() -> None:
@@ -33,22 +37,30 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
     env = {"PATH": os.environ.get("PATH", ""), **STAGE}
-    python = median_ms("pass", env, args.repeats)
-    bare = median_ms(BARE, env, args.repeats)
-    ours = median_ms("import app", env, args.repeats)
     vips_env = env | {"IMAGE_ENGINE": "vips"}
-    ours_vips = median_ms("import app", vips_env, args.repeats)
-    # What the first image of a container adds: the imaging engine's imports.
-    pillow_first = median_ms("import app, chalicelib.imaging.pipeline", env, args.repeats)
-    vips_first = median_ms(
-        "import app, chalicelib.imaging.pipeline, chalicelib.imaging.vips", vips_env, args.repeats
+    ms = medians_ms(
+        {
+            "python": ("pass", env),
+            "bare": (BARE, env),
+            "ours": ("import app", env),
+            "ours_vips": ("import app", vips_env),
+            # What the first image of a container adds: the imaging engine's imports.
+            "pillow_first": ("import app, chalicelib.imaging.pipeline", env),
+            "vips_first": (
+                "import app, chalicelib.imaging.pipeline, chalicelib.imaging.vips",
+                vips_env,
+            ),
+        },
+        args.repeats,
     )
+    python, bare, ours = ms["python"], ms["bare"], ms["ours"]
+    ours_vips, pillow_first, vips_first = ms["ours_vips"], ms["pillow_first"], ms["vips_first"]
     modules = subprocess.run(
         [sys.executable, "-c", "import app, sys; print(' '.join(sorted(m for m in "
          "('PIL', 'pymysql', 'boto3', 'pyvips') if m in sys.modules)))"],
         cwd=PROJECT, env=env, capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
-    print(f"fresh interpreter, median of {args.repeats} (ms)")
+    print(f"fresh interpreter, median of {args.repeats}, round-robin (ms)")
     print("| what | ms | above bare python |")
     print("|---|---|---|")
     print(f"| python -c pass | {python:.0f} | |")

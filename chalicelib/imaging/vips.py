@@ -50,20 +50,22 @@ LOADERS = {
     "WEBP": ("webpload_buffer", "VipsForeignLoadWebpBuffer"),
 }
 # Which library decodes each format, by measurement (bench/results/imaging.md,
-# the vips engine's tuning table): the libjpeg-turbo and libwebp in Pillow's
-# wheels decode faster than libvips's loaders (a 12 MP JPEG at half scale in
-# about 34 against 41 ms, with the copy into libvips); libvips's PNG loader
-# (libspng) takes 190 ms where Pillow's takes 315. Only the loaders named
-# here are left unblocked.
+# the vips engine's tuning rows): with Pillow's JPEG decoder (its draft, as the
+# Pillow engine) the engine takes 57 ms for a 12 MP JPEG and 147 for 48 MP,
+# with libvips's 59 and 159; libvips's PNG decoder (libspng) makes a 12 MP PNG
+# take 183 ms, Pillow's 269. WebP: Pillow's libwebp decode and copy into
+# libvips took 293 ms for 12 MP, libvips's 317. Only the loaders named here
+# are left unblocked.
 DECODERS = {"JPEG": "pillow", "WEBP": "pillow", "PNG": "libvips"}
 # A file libvips decodes is read as the largest rendition is made from it, on
 # the other core, when nothing else reads the base (and it is not rotated):
-# a 12 MP PNG in 203 instead of 217 ms, 13 % less CPU.
+# a 12 MP PNG in 183 instead of 186 ms (203 instead of 217 before big
+# buffers were kept), with about 10 % less CPU.
 STREAM = True
 # glibc gives every freed block over its mmap threshold (128 KB, raised as
 # large blocks are freed) back to the system, so each image's big buffers (the
-# decoded base, every rendition) are page-faulted in anew: about a third of
-# this engine's time for a 12 MP JPEG (bench: the vips engine's tuning rows).
+# decoded base, every rendition) are page-faulted in anew: 75 instead of 57 ms
+# for a 12 MP JPEG, 193 instead of 147 for 48 MP (the vips engine's tuning rows).
 # With the engine, blocks up to 64 MB come from the heap, and up to 256 MB of
 # freed heap is kept for the next image (a Lambda function does nothing else).
 KEEP_BUFFERS = True
