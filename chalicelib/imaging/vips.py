@@ -34,7 +34,6 @@ import pyvips
 from PIL import Image
 
 from . import decode, resize
-from .decode import frame_count, oriented
 from .errors import ImageRejected
 from .modes import WORKING_MODES
 from .resize import Crop
@@ -94,7 +93,7 @@ def accepts(header: Header) -> bool:
         header.format in LOADERS
         and img.mode in WORKING_MODES
         and "transparency" not in img.info
-        and frame_count(img) == 1
+        and decode.frame_count(img) == 1
     )
 
 
@@ -156,12 +155,10 @@ def _load(data: bytes, header: Header) -> Any:
     image that every rendition (and the orientation) reads; None when the
     pixels are not 8-bit or lack the bands Pillow's header promised (the Pillow
     engine then decodes them its own way)."""
-    needed = oriented(resize.needed_size(header.targets), header.orientation)
+    needed = decode.oriented(resize.needed_size(header.targets), header.orientation)
     if DECODERS[header.format] == "pillow":
-        img = header.image
+        img = header.image  # accepts() checked its mode; the draft keeps it
         decode.load(img, needed)
-        if img.mode != header.image.mode or img.mode not in WORKING_MODES:
-            return None
         pixels = img.tobytes()
         return pyvips.Image.new_from_memory(pixels, img.width, img.height, len(img.mode), "uchar")
     nickname, _ = LOADERS[header.format]
