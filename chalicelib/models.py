@@ -11,6 +11,8 @@ import enum
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .bounds import bounded_metadata
+
 
 class EventKind(enum.Enum):
     CREATED = "created"
@@ -124,7 +126,7 @@ class ImageRecord:
             "size_bytes": self.size_bytes,
             "etag": self.etag,
             "renditions": {n: r.to_dict() for n, r in self.renditions.items()},
-            "metadata": dict(self.metadata),
+            "metadata": bounded_metadata(self.metadata),
             "uploaded_at": self.uploaded_at,
             "created_at": self.created_at,
             "updated_at": self.updated_at,

@@ -1,9 +1,10 @@
-"""Opening and decoding: allow-list, pixel cap, draft, orientation.
+"""Opening and decoding: allow-list, structural caps, pixel cap, draft, orientation.
 
 Only the six accepted plugins are imported, and ``Image.open`` is told to try
 only them, so the PSD, EPS, PDF, ... decoders are never reached (with every
 allowed format registered, ``Image.open`` has no reason to call
-``Image.init()`` and import the rest).
+``Image.init()`` and import the rest). Before Pillow opens anything, the
+file's structure passes the caps of ``structure.py``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import struct
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from io import BytesIO
 
 from PIL import (
@@ -26,6 +28,7 @@ from PIL import (
     WebPImagePlugin,  # noqa: F401  (registers WEBP)
 )
 
+from . import structure
 from .errors import ImageRejected
 from .formats import ALLOWED_TEXT, SOURCE_FORMATS, sniff
 
@@ -47,6 +50,15 @@ _DECODER_ERRORS = (
 )
 
 _NAMES = {"WEBP": "WebP"}
+
+# The longest side accepted, whatever the pixel count. Pillow keeps a row
+# pointer (8 bytes) and does some work for every row of every image it
+# makes, and an orientation turns a wide image into a tall one: a 1x49,000,000
+# PNG took 3 s of CPU and 440 MB in RGB, 10 s and 1.7 GB in RGBA (a
+# 7000x7000 RGBA one: 1.9 s, 415 MB), and libvips 35 to 40 s (its shrink in
+# one axis is the slow part). 1x1,000,000 RGBA takes Pillow 0.17 s and 55 MB.
+# Photoshop's largest side is 300,000 pixels.
+MAX_SIDE = 1_000_000
 
 _TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -79,13 +91,22 @@ def decoding(max_pixels: int) -> Iterator[None]:
 
 
 def open_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Identify ``data`` among the accepted formats and check its pixel count.
+    """``open_source(data, max_pixels)``'s image."""
+    return open_source(data, max_pixels)[0]
 
-    Nothing is decoded yet: only the header (and, for multi-frame files, the
-    frame index) has been read. Call inside ``decoding()``.
+
+def open_source(data: bytes, max_pixels: int) -> tuple[Image.Image, int]:
+    """Identify ``data`` among the accepted formats, check its structure and
+    its pixel count: the image, and its number of frames (pages).
+
+    Nothing is decoded yet: only the header has been read, and the frames
+    were counted from the bytes (``structure.py``), not by Pillow. Call
+    inside ``decoding()``.
     """
     if not data:
         raise ImageRejected(f"the file is empty: {NOT_AN_IMAGE}")
+    claimed = structure.identify(data)
+    frames = structure.frames(data, claimed)
     try:
         img = Image.open(BytesIO(data), formats=list(SOURCE_FORMATS))
     except UnidentifiedImageError as exc:
@@ -96,8 +117,10 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
                 "header cannot be read"
             ) from exc
         raise ImageRejected(NOT_AN_IMAGE) from exc
-    check_pixels(img, max_pixels)
-    return img
+    if source_format(img) != claimed:  # not expected: Pillow identifies by the same bytes
+        frames = structure.frames(data, source_format(img))
+    check_pixels(img, max_pixels, frames)
+    return img, frames
 
 
 def source_format(img: Image.Image) -> str:
@@ -105,12 +128,15 @@ def source_format(img: Image.Image) -> str:
     return "JPEG" if img.format == "MPO" else str(img.format)
 
 
-def check_pixels(img: Image.Image, max_pixels: int) -> None:
-    """Reject before decoding when all frames together exceed ``max_pixels``."""
+def check_pixels(img: Image.Image, max_pixels: int, frames: int) -> None:
+    """Reject before decoding when all ``frames`` together exceed ``max_pixels``,
+    or a side ``MAX_SIDE``.
+
+    A multi-frame file counts its first frame's size for each (only the first
+    is decoded). MPO counts one: its other pictures are separate JPEG streams
+    never decoded, and ``structure`` stops at the first's end.
+    """
     width, height = img.size
-    frames = 1
-    if width * height <= max_pixels:
-        frames = frame_count(img)
     total = width * height * frames
     if total > max_pixels:
         each = f" x {frames:,} frames" if frames > 1 else ""
@@ -118,16 +144,11 @@ def check_pixels(img: Image.Image, max_pixels: int) -> None:
             f"image is {width}x{height}{each} = {total:,} pixels, "
             f"over MAX_SOURCE_PIXELS={max_pixels:,}"
         )
-
-
-def frame_count(img: Image.Image) -> int:
-    """Frames a decoder could be asked for; cheap (headers only).
-
-    MPO counts one: its other pictures are separate JPEG streams never decoded.
-    """
-    if img.format == "MPO":
-        return 1
-    return int(getattr(img, "n_frames", 1))
+    if max(width, height) > MAX_SIDE:
+        raise ImageRejected(
+            f"image is {width}x{height}, over {MAX_SIDE:,} pixels on a side; "
+            "crop it or cut it into parts"
+        )
 
 
 def load(img: Image.Image, needed: tuple[int, int]) -> None:
@@ -155,6 +176,34 @@ def orient(img: Image.Image, orientation: int) -> Image.Image:
     """
     method = _TRANSPOSE.get(orientation)
     return img if method is None else img.transpose(method)
+
+
+def pending_orientation(fmt: str, orientation: int) -> int:
+    """The part of EXIF ``orientation`` still to apply to what Pillow decodes
+    from a ``fmt`` file: 1 when its decoder applies the tag itself."""
+    return 1 if orientation != 1 and decoder_orients(fmt) else orientation
+
+
+@cache
+def decoder_orients(fmt: str) -> bool:
+    """Whether Pillow's ``fmt`` decoder applies the orientation tag itself.
+
+    Asked once per process, of a 2x1 picture tagged "rotate 90" (6): such a
+    decoder reports the displayed size, 1x2, at open, and transposes the
+    pixels as it loads them (Pillow 13 does so for TIFF, for every
+    compression). Applying the tag again would turn the picture twice.
+    """
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = BytesIO()
+    try:
+        Image.new("L", (2, 1)).save(buffer, fmt, exif=exif.tobytes())
+        with Image.open(buffer, formats=[fmt]) as probe:
+            at_open = probe.size
+            probe.load()
+            return at_open == probe.size == (1, 2)
+    except (OSError, ValueError, KeyError):  # a format Pillow cannot write with EXIF
+        return False
 
 
 def _bomb_message(exc: Exception, max_pixels: int) -> str:

@@ -14,6 +14,8 @@ from typing import Any
 
 from PIL import ExifTags, Image
 
+from ..bounds import bounded_metadata
+
 _ORIENTATION = ExifTags.Base.Orientation
 # A JPEG APP1 segment holds at most 65,533 bytes; larger EXIF is not carried.
 MAX_EXIF_BYTES = 65_000
@@ -84,7 +86,11 @@ def orientation_of(exif: Image.Exif) -> int:
 
 
 def extract_metadata(img: Image.Image, exif: Image.Exif) -> dict[str, Any]:
-    """The record's ``metadata``: camera fields when known, image facts always."""
+    """The record's ``metadata``: camera fields when known, image facts always.
+
+    Bounded (``chalicelib.bounds``): a text field is at most 256 characters,
+    the whole at most 4096 bytes of JSON, whatever the EXIF holds.
+    """
     meta: dict[str, Any] = {}
     main = _ifd(exif, None)
     sub = _ifd(exif, ExifTags.IFD.Exif)
@@ -103,7 +109,7 @@ def extract_metadata(img: Image.Image, exif: Image.Exif) -> dict[str, Any]:
     meta["has_icc"] = bool(img.info.get("icc_profile"))
     meta["mode"] = img.mode
     meta["has_alpha"] = img.has_transparency_data
-    return meta
+    return bounded_metadata(meta)
 
 
 def exif_for_output(exif: Image.Exif) -> bytes | None:

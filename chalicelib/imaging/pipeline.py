@@ -1,10 +1,11 @@
 """The imaging steps, in order: one decode per upload, every rendition from it.
 
-1. header: identify the file among the accepted formats, check its pixel count,
-   read EXIF and the record's metadata, plan the rendition sizes (Pillow, from
-   the headers alone: no engine sees a file that fails here);
-2. pixels: decode at reduced scale, orient, resize (the engine's part:
-   ``IMAGE_ENGINE=pillow`` below, ``vips`` in ``vips.py``);
+1. header: identify the file among the accepted formats, check its structure
+   (``structure.py``, from the bytes, before Pillow opens it) and its pixel
+   count, read EXIF and the record's metadata, plan the rendition sizes
+   (Pillow, from the headers alone: no engine sees a file that fails here);
+2. pixels: decode at reduced scale, orient (unless the decoder did), resize
+   (the engine's part: ``IMAGE_ENGINE=pillow`` below, ``vips`` in ``vips.py``);
 3. encode every rendition (Pillow, whichever engine made the pixels, so the
    encoder settings, ICC and EXIF rules are the same for both).
 """
@@ -32,7 +33,11 @@ class Header:
     format: str
     width: int  # displayed size of the source
     height: int
+    # The EXIF orientation still to apply to the decoded pixels: 1 when the
+    # decoder applies the tag itself (TIFF in Pillow), so it is applied once.
+    # The tag itself is in ``metadata["orientation"]``.
     orientation: int
+    frames: int  # frames (pages) of the source, counted from its structure
     exif: Image.Exif
     metadata: dict[str, Any]
     targets: list[resize.Target]
@@ -83,28 +88,33 @@ def rendition_images(data: bytes, options: ImagingOptions) -> list[Image.Image]:
 def read_metadata(data: bytes, max_pixels: int) -> tuple[str, int, int, dict[str, Any]]:
     """(format, displayed width, displayed height, metadata), from the headers only.
 
-    The same allow-list and pixel cap as ``process_image``; the pixels are not
-    decoded, so a file damaged past its headers is not noticed here.
+    The same allow-list, structural caps and pixel cap as ``process_image``;
+    the pixels are not decoded, so a file damaged past its headers is not
+    noticed here.
     """
     with decode.decoding(max_pixels):
-        img = decode.open_image(data, max_pixels)
+        img, _ = decode.open_source(data, max_pixels)
+        fmt = decode.source_format(img)
         exif = read_exif(img, data)
-        width, height = decode.oriented(img.size, orientation_of(exif))
-        return decode.source_format(img), width, height, extract_metadata(img, exif)
+        pending = decode.pending_orientation(fmt, orientation_of(exif))
+        width, height = decode.oriented(img.size, pending)
+        return fmt, width, height, extract_metadata(img, exif)
 
 
 def read_header(data: bytes, options: ImagingOptions) -> Header:
     """Step 1. Call inside ``decode.decoding()``."""
-    img = decode.open_image(data, options.max_pixels)
+    img, frames = decode.open_source(data, options.max_pixels)
+    fmt = decode.source_format(img)
     exif = read_exif(img, data)
-    orientation = orientation_of(exif)
+    orientation = decode.pending_orientation(fmt, orientation_of(exif))
     width, height = decode.oriented(img.size, orientation)
     return Header(
         image=img,
-        format=decode.source_format(img),
+        format=fmt,
         width=width,
         height=height,
         orientation=orientation,
+        frames=frames,
         exif=exif,
         metadata=extract_metadata(img, exif),
         targets=resize.plan(options.renditions, (width, height)),

@@ -8,7 +8,13 @@ from typing import Any, cast
 import pytest
 from PIL import Image
 
-from chalicelib.imaging import EncodedRendition, Geometry, ImagingOptions, parse_renditions
+from chalicelib.imaging import (
+    EncodedRendition,
+    Geometry,
+    ImagingOptions,
+    parse_renditions,
+    read_metadata,
+)
 from tests.unit.conftest import Process
 
 RED = (200, 30, 30)
@@ -136,6 +142,42 @@ def test_exif_orientation_is_applied(
         for corner, point in points.items():
             colour = BLUE if corner == CORNER[orientation] else RED
             assert close(px(img, point), colour, 40), (corner, px(img, point))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize(
+    "compression", ["raw", "tiff_lzw", "tiff_adobe_deflate", "packbits", "jpeg"]
+)
+def test_tiff_orientation_is_applied_exactly_once(
+    orientation: int, compression: str, process: Process
+) -> None:
+    """Pillow applies a TIFF's Orientation tag itself as it decodes (and gives
+    the displayed size at open): the pipeline must neither turn the pixels
+    again nor swap the size again."""
+    stored = (96, 48)
+    exif = {0x0112: orientation}
+    data = encoded(marked(*stored), "TIFF", compression=compression, tiffinfo=exif)
+    result = process(data, "full=100%,small=32")
+
+    swapped = orientation >= 5
+    displayed = (stored[1], stored[0]) if swapped else stored
+    assert (result.width, result.height) == displayed
+    assert result.metadata["orientation"] == orientation
+    assert read_metadata(data, 50_000_000)[1:3] == displayed
+    full, small = (opened(r) for r in result.renditions)
+    assert full.size == displayed
+    assert small.size == ((32, 64) if swapped else (32, 16))
+    for img in (full, small):
+        w, h = img.size
+        points = {
+            "tl": (w // 16, h // 16),
+            "tr": (w - 1 - w // 16, h // 16),
+            "bl": (w // 16, h - 1 - h // 16),
+            "br": (w - 1 - w // 16, h - 1 - h // 16),
+        }
+        for corner, point in points.items():
+            colour = BLUE if corner == CORNER[orientation] else RED
+            assert close(px(img.convert("RGB"), point), colour, 40), (corner, px(img, point))
 
 
 def test_cmyk_jpeg_becomes_rgb_with_its_colours(process: Process) -> None:

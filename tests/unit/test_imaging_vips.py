@@ -29,6 +29,7 @@ from chalicelib.imaging import (
     vips,
 )
 from chalicelib.imaging.pipeline import read_header, rendition_images
+from tests import hostile_files as hostile
 from tests.unit.conftest import Process
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -115,6 +116,24 @@ def test_the_result_names_the_engine_that_made_the_pixels() -> None:
     assert process_image(jpeg, options("t=40")).engine == "vips"
     assert process_image(gif, options("t=40")).engine == "pillow"
     assert process_image(jpeg, options("t=40", "pillow")).engine == "pillow"
+
+
+@pytest.mark.parametrize(
+    ("size", "renditions", "engine"),
+    [
+        ((10, 300_000), "t=256x256", "pillow"),  # a shrink of 1,172 along the height
+        ((300_000, 10), "t=256x256", "pillow"),
+        ((10, 300_000), "t=x300", "vips"),  # 1,000: libvips is about as fast
+        ((64, 47_000), "t=256x256", "vips"),
+    ],
+)
+def test_a_shape_libvips_would_shrink_slowly_goes_to_pillow(
+    size: tuple[int, int], renditions: str, engine: str
+) -> None:
+    """libvips took 35 s for a 1x49,000,000 PNG's renditions, Pillow 3 s."""
+    result = process_image(hostile.png_size(*size), options(renditions))
+    assert result.engine == engine
+    assert (result.width, result.height) == size
 
 
 def test_16_bit_rgb_png_goes_to_pillow_after_libvips_reads_its_header() -> None:
