@@ -31,9 +31,9 @@ from chalice import (
 )
 from chalice.app import S3Event, SQSEvent
 
-from chalicelib import api, events, settings
+from chalicelib import api, events, settings, web
 
-app = Chalice(app_name="image-pipeline")
+app: Chalice = web.ThreadLocalChalice(app_name="image-pipeline")
 app.log.setLevel(logging.INFO)
 logging.getLogger("image_pipeline").setLevel(logging.INFO)
 

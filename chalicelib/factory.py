@@ -8,6 +8,7 @@ emulator; nothing here names one.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from chalicelib.storage import S3Storage
 from chalicelib.uploads import UploadsApi
 
 if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.service_resource import Table
     from mypy_boto3_s3 import S3Client
 
 # Standard retry mode backs off on throttling; whatever still fails is
@@ -31,8 +33,20 @@ if TYPE_CHECKING:
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, max_pool_connections=16)
 
 
+# boto3's default session is not thread-safe: what this module makes from it
+# is made under this lock (the clients themselves are thread-safe).
+_DEFAULT_SESSION = threading.Lock()
+
+
+def client(service: str, config: Config = _CONFIG) -> Any:
+    """A boto3 client from the default session (safe to call from any thread)."""
+    with _DEFAULT_SESSION:
+        return boto3.client(service, config=config)  # type: ignore[call-overload]
+
+
 def s3_client() -> S3Client:
-    return boto3.client("s3", config=_CONFIG.merge(Config(signature_version="s3v4")))
+    made: S3Client = client("s3", _CONFIG.merge(Config(signature_version="s3v4")))
+    return made
 
 
 def build_repository(settings: Settings) -> Repository:
@@ -42,7 +56,20 @@ def build_repository(settings: Settings) -> Repository:
         return MySQLRepository(Connector(mysql_connect(settings)))
     from chalicelib.repositories.dynamodb import DynamoRepository
 
-    table = boto3.resource("dynamodb", config=_CONFIG).Table(settings.ddb_table)
+    name = settings.ddb_table
+    first = [True]
+
+    def table() -> Table:
+        """Called once per thread: boto3 sessions and resources are not
+        thread-safe. The first thread (a Lambda function's only one) uses the
+        default session, which has its models loaded already; a new session
+        costs about 150 ms of a cold start."""
+        with _DEFAULT_SESSION:
+            if first[0]:
+                first[0] = False
+                return boto3.resource("dynamodb", config=_CONFIG).Table(name)
+        return boto3.session.Session().resource("dynamodb", config=_CONFIG).Table(name)
+
     return DynamoRepository(table)
 
 
@@ -72,9 +99,7 @@ def mysql_connect(settings: Settings, database: str | None = None) -> Callable[[
 
 def read_secret(arn: str) -> dict[str, Any]:
     """A Secrets Manager secret: a JSON object, or a bare string taken as the password."""
-    text = boto3.client("secretsmanager", config=_CONFIG).get_secret_value(SecretId=arn)[
-        "SecretString"
-    ]
+    text = client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
     try:
         value = json.loads(text)
     except ValueError:
@@ -85,7 +110,7 @@ def read_secret(arn: str) -> dict[str, Any]:
 def build_notifier(settings: Settings) -> Notifier:
     if not settings.sns_topic_arn:
         return NullNotifier()
-    return SnsNotifier(boto3.client("sns", config=_CONFIG), settings.sns_topic_arn)
+    return SnsNotifier(client("sns"), settings.sns_topic_arn)
 
 
 def build_pipeline(settings: Settings, invoke_metadata: Invoke | None = None) -> Pipeline:
@@ -94,8 +119,8 @@ def build_pipeline(settings: Settings, invoke_metadata: Invoke | None = None) ->
     remote = None
     if settings.metadata_function:
         if invoke_metadata is None:
-            client = boto3.client("lambda", config=_CONFIG.merge(Config(read_timeout=65)))
-            invoke_metadata = lambda_invoker(client, settings.metadata_function)
+            lambda_client = client("lambda", _CONFIG.merge(Config(read_timeout=65)))
+            invoke_metadata = lambda_invoker(lambda_client, settings.metadata_function)
         remote = RemoteMetadata(invoke_metadata)
     return Pipeline(
         settings,

@@ -44,6 +44,7 @@ def provision(
         ensure_table(ddb or boto3.client("dynamodb"), settings.ddb_table, report)
     else:
         ensure_schema(settings, report)
+    ensure_token_key(settings, report)
     if settings.uploads_enabled:
         ensure_upload_cors(s3, settings.source_bucket, settings.cors_origin or "*", report)
     if settings.sns_topic_arn:
@@ -178,6 +179,19 @@ def ensure_schema(settings: Settings, report: Report) -> None:
         migrate(connection, report)
     finally:
         connection.close()
+
+
+def ensure_token_key(settings: Settings, report: Report) -> None:
+    """Create the pagination token key now (kept if it exists), so the deployed
+    API functions normally only read it."""
+    from chalicelib.factory import build_repository
+
+    repository = build_repository(settings)
+    try:
+        repository.token_key()
+    finally:
+        repository.close()
+    report("token key: ready")
 
 
 def ensure_bucket(s3: S3Client, bucket: str, report: Report) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import replace
 
 from chalicelib.models import Folder, ImageRecord, Page
@@ -18,6 +19,10 @@ class MemoryRepository(Repository):
     def __init__(self) -> None:
         self.images: dict[str, StoredImage] = {}
         self.folders: dict[str, Folder] = {}
+        self.secret = secrets.token_bytes(32)
+
+    def token_key(self) -> bytes:
+        return self.secret
 
     def load(self, image_id: str) -> StoredImage | None:
         return self.images.get(image_id)

@@ -18,6 +18,15 @@ from chalicelib.models import Folder, ImageRecord, Page, Status
 # keeps a message at most 14 days, Lambda retries an async event for 6 hours.
 TOMBSTONE_SECONDS = 14 * 24 * 3600
 
+TOKEN_KEY_BYTES = 32
+
+
+def checked_token_key(value: bytes) -> bytes:
+    """A stored token key, refused if it is not ``TOKEN_KEY_BYTES`` long."""
+    if len(value) != TOKEN_KEY_BYTES:
+        raise ValueError(f"the stored token key has {len(value)} bytes, not {TOKEN_KEY_BYTES}")
+    return value
+
 
 class Conflict(Exception):
     """Someone else wrote the item since it was read."""
@@ -63,8 +72,23 @@ class ImageQuery:
 
 
 class Repository(abc.ABC):
+    """A backend's records. One instance may be used by several threads at once
+    (``chalice local`` serves requests on threads, backfill runs workers): an
+    implementation gives each thread its own connection or client where those
+    are not thread-safe."""
+
     def close(self) -> None:  # noqa: B027  (most backends hold nothing to release)
         """Release connections (a container going away, a test ending)."""
+
+    def token_key(self) -> bytes:
+        """A random secret of ``TOKEN_KEY_BYTES`` kept by the backend, the same
+        for every container of the stage. It signs pagination tokens.
+
+        Created on first use by a conditional write, so containers racing to
+        create it end with one key (the losers read the winner's);
+        ``provision`` creates it, so deployed functions normally only read it.
+        Safe to call from several threads at once."""
+        raise NotImplementedError
 
     # -- images ---------------------------------------------------------------
     @abc.abstractmethod

@@ -7,41 +7,52 @@ Items
                          list_sort ``<uploaded_at>#<key>`` (the index keys)
              tombstone:  tomb (JSON), expires_at (TTL)
   folder     pk ``FOLDER``    sk ``<prefix>`` has_marker, created_at, touched
+  token key  pk ``META``      sk ``token-key``  secret (32 random bytes)
 
 Indexes (projection ALL, so a page is one Query)
   by_status  list_status / list_sort     GET /images, all folders
   by_folder  list_folder / list_sort     GET /images?folder=
-Tombstones carry no index attributes, so no listing ever reads them, and
-DynamoDB's TTL removes them after ``TOMBSTONE_SECONDS``. ``GET /images/{id}``
-and ``?key=`` are one GetItem (the id is a hash of bucket and key).
+Tombstones and the token key carry no index attributes, so no listing ever
+reads them, and DynamoDB's TTL removes tombstones after ``TOMBSTONE_SECONDS``.
+``GET /images/{id}`` and ``?key=`` are one GetItem (the id is a hash of bucket
+and key).
+
+boto3 resources (and the sessions that make them) are not thread-safe, so each
+thread uses its own ``Table``.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.conditions import Attr, Key
+from boto3.dynamodb.types import Binary
 from botocore.exceptions import ClientError
 
 from chalicelib.models import Folder, ImageRecord, Page, Status
 from chalicelib.repositories import codec
 from chalicelib.repositories.base import (
+    TOKEN_KEY_BYTES,
     TOMBSTONE_SECONDS,
     Conflict,
     ImageQuery,
     Repository,
     StoredImage,
     Tombstone,
+    checked_token_key,
 )
+from chalicelib.repositories.per_thread import PerThread
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
 
 FOLDER_PK = "FOLDER"
+TOKEN_KEY = {"pk": "META", "sk": "token-key"}
 BY_STATUS = "by_status"
 BY_FOLDER = "by_folder"
 
@@ -90,8 +101,50 @@ def _conflict(exc: ClientError) -> bool:
 
 
 class DynamoRepository(Repository):
-    def __init__(self, table: Table) -> None:
-        self._table = table
+    """``table`` is a function that makes a ``Table``, called once per thread
+    that uses the repository (see ``PerThread``). A ``Table`` itself is also
+    taken, for callers that use the repository from one thread only."""
+
+    def __init__(self, table: Table | Callable[[], Table]) -> None:
+        self._tables: PerThread[Table] = PerThread(table if callable(table) else lambda: table)
+        self._token_key: bytes | None = None
+
+    @property
+    def _table(self) -> Table:
+        return self._tables.get()
+
+    def token_key(self) -> bytes:
+        """Read from the ``META`` item; the first caller anywhere puts it
+        (condition: absent), and a caller that loses that race reads the winner's.
+
+        The winner reads it back too rather than trust its own write: an
+        emulator may check the condition and write in two steps, letting two
+        racing writers both succeed, and then only the stored key is shared."""
+        if self._token_key is None:
+            stored = self._stored_token_key()
+            if stored is None:
+                try:
+                    self._table.put_item(
+                        Item={**TOKEN_KEY, "secret": secrets.token_bytes(TOKEN_KEY_BYTES)},
+                        ConditionExpression=Attr("pk").not_exists(),
+                    )
+                except ClientError as exc:
+                    if not _conflict(exc):
+                        raise
+                stored = self._stored_token_key()
+            if stored is None:
+                raise RuntimeError("the token key was neither stored nor readable")
+            self._token_key = checked_token_key(stored)
+        return self._token_key
+
+    def _stored_token_key(self) -> bytes | None:
+        item = self._table.get_item(Key=TOKEN_KEY, ConsistentRead=True).get("Item")
+        if item is None:
+            return None
+        secret = item["secret"]
+        if not isinstance(secret, Binary):
+            raise TypeError("the stored token key is not binary")
+        return bytes(secret)
 
     # -- images ---------------------------------------------------------------
     def load(self, image_id: str) -> StoredImage | None:

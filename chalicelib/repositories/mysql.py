@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -24,13 +27,16 @@ from chalicelib import keys
 from chalicelib.models import Folder, ImageRecord, Page, Rendition, Status
 from chalicelib.repositories import codec
 from chalicelib.repositories.base import (
+    TOKEN_KEY_BYTES,
     TOMBSTONE_SECONDS,
     Conflict,
     ImageQuery,
     Repository,
     StoredImage,
     Tombstone,
+    checked_token_key,
 )
+from chalicelib.repositories.per_thread import PerThread
 
 T = TypeVar("T")
 
@@ -41,56 +47,81 @@ _DUPLICATE_KEY = 1062
 _UTF8_MAX = b"\xff"  # never appears in UTF-8: bounds a prefix range
 
 
+@dataclass
+class _Slot:
+    """One thread's connection (None until its first query, or after a failure)."""
+
+    connection: pymysql.Connection[Cursor] | None = None
+    last_used: float = 0.0
+
+
 class Connector:
-    """One connection per process (per warm Lambda container), reused.
+    """One connection per thread, reused: a PyMySQL connection is not
+    thread-safe, and two threads sharing one read each other's rows. A Lambda
+    container has one thread, so one connection; a threaded server (``chalice
+    local``) or backfill's workers have one per thread (see ``PerThread``).
 
     After ``idle_ping`` seconds unused (a frozen container, the server's
-    ``wait_timeout``) it is pinged first; a connection found dead mid-call is
-    replaced and the call made once more. ``close()`` releases it.
+    ``wait_timeout``) a connection is pinged first; one found dead mid-call is
+    replaced and the call made once more. ``close()`` releases every thread's.
     """
 
     def __init__(self, connect: Callable[[], pymysql.Connection[Cursor]], idle_ping: float = 30):
         self._connect = connect
         self._idle_ping = idle_ping
-        self._connection: pymysql.Connection[Cursor] | None = None
-        self._last_used = 0.0
+        self._slots = PerThread(_Slot)
+        self._lock = threading.Lock()  # guards each slot's ``connection`` against close()
 
     def _get(self) -> pymysql.Connection[Cursor]:
-        if self._connection is None:
-            self._connection = self._connect()
-        elif time.monotonic() - self._last_used > self._idle_ping:
+        """This thread's connection."""
+        return self._connection(self._slots.get())
+
+    def _connection(self, slot: _Slot) -> pymysql.Connection[Cursor]:
+        connection = slot.connection
+        if connection is not None and time.monotonic() - slot.last_used > self._idle_ping:
             try:
-                self._connection.ping(reconnect=False)
+                connection.ping(reconnect=False)
             except pymysql.err.Error:
-                self.close()
-                self._connection = self._connect()
-        return self._connection
+                self._discard(slot)
+                connection = None
+        if connection is None:
+            connection = self._connect()
+            with self._lock:
+                slot.connection, slot.last_used = connection, time.monotonic()
+        return connection
 
     def run(self, work: Callable[[Cursor], T]) -> T:
+        slot = self._slots.get()
         for attempt in (1, 2):
-            connection = self._get()
+            connection = self._connection(slot)
             try:
                 with connection.cursor() as cursor:
                     result = work(cursor)
-                self._last_used = time.monotonic()
+                slot.last_used = time.monotonic()
                 return result
             except pymysql.err.OperationalError as exc:
                 if exc.args and exc.args[0] in _CONNECTION_LOST and attempt == 1:
-                    self.close()
+                    self._discard(slot)
                     continue
                 raise
             except pymysql.err.InterfaceError:
                 if attempt == 1:
-                    self.close()
+                    self._discard(slot)
                     continue
                 raise
         raise AssertionError("unreachable")
 
-    def close(self) -> None:
-        connection, self._connection = self._connection, None
+    def _discard(self, slot: _Slot) -> None:
+        with self._lock:
+            connection, slot.connection = slot.connection, None
         if connection is not None:
             with contextlib.suppress(pymysql.err.Error):
                 connection.close()
+
+    def close(self) -> None:
+        """Close every thread's connection (a thread that queries again reconnects)."""
+        for slot in self._slots.all():
+            self._discard(slot)
 
 
 def connect_function(
@@ -140,6 +171,8 @@ _IMAGE_COLUMNS = (
     "uploaded_at, created_at, updated_at"
 )
 _FOLDER_COLUMNS = "prefix, has_marker, created_at, pending"
+_SELECT_SECRET = "SELECT value FROM secrets WHERE name = %s"  # noqa: S105
+TOKEN_KEY_NAME = "token-key"  # noqa: S105  (the row's name, not a secret)
 _SELECT_FOLDER = f"SELECT {_FOLDER_COLUMNS} FROM folders WHERE prefix_sort = %s"  # noqa: S608
 _WRITE_COLUMNS = (
     "bucket", "s3_key", "folder", "folder_hash", "state", "seq", "status", "error", "format",
@@ -210,9 +243,35 @@ def image_row(record: ImageRecord) -> dict[str, Any]:
 class MySQLRepository(Repository):
     def __init__(self, connector: Connector) -> None:
         self._db = connector
+        self._token_key: bytes | None = None
 
     def close(self) -> None:
         self._db.close()
+
+    def token_key(self) -> bytes:
+        """Read from ``secrets``; the first caller anywhere inserts it, and a
+        caller that loses that race (duplicate key) reads the winner's."""
+        if self._token_key is None:
+
+            def work(cur: Cursor) -> bytes:
+                cur.execute(_SELECT_SECRET, (TOKEN_KEY_NAME,))
+                row = cur.fetchone()
+                if row is None:
+                    try:
+                        cur.execute(
+                            "INSERT INTO secrets (name, value) VALUES (%s, %s)",
+                            (TOKEN_KEY_NAME, secrets.token_bytes(TOKEN_KEY_BYTES)),
+                        )
+                    except pymysql.err.IntegrityError as exc:
+                        if not (exc.args and exc.args[0] == _DUPLICATE_KEY):
+                            raise
+                    cur.execute(_SELECT_SECRET, (TOKEN_KEY_NAME,))
+                    row = cur.fetchone()
+                assert row is not None
+                return bytes(row[0])
+
+            self._token_key = checked_token_key(self._db.run(work))
+        return self._token_key
 
     # -- images ---------------------------------------------------------------
     def load(self, image_id: str) -> StoredImage | None:

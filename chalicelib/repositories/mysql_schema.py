@@ -14,6 +14,9 @@ Renditions and metadata are JSON columns of the image row: they are always
 read and written with their record and never queried alone, and one row per
 image keeps every write a single conditional statement (compare-and-swap on
 ``version``) instead of a multi-table transaction.
+
+``secrets`` holds values the backend keeps for every container, by name: the
+pagination token key (``token-key``), inserted once by whoever comes first.
 """
 
 from __future__ import annotations
@@ -76,6 +79,21 @@ MIGRATIONS.append(
         2,
         "folder notifications not yet published",
         ["ALTER TABLE folders ADD COLUMN pending VARCHAR(32) CHARACTER SET ascii NULL"],
+    )
+)
+
+MIGRATIONS.append(
+    (
+        3,
+        "secrets the backend keeps (the pagination token key)",
+        [
+            f"""CREATE TABLE secrets (
+                name VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+                value VARBINARY(255) NOT NULL,
+                created_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+                PRIMARY KEY (name)
+            ) {_TABLE}""",
+        ],
     )
 )
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import boto3
@@ -63,6 +65,33 @@ def test_one_connection_is_reused(settings: Settings, admin: pymysql.Connection)
     assert connection_id(connector) == first
     assert connections_to(admin, settings.db_name) == 1
     connector.close()
+    assert connections_to(admin, settings.db_name) == 0
+
+
+def test_each_thread_has_its_own_connection(settings: Settings, admin: pymysql.Connection) -> None:
+    """Two threads at once use two connections (one connection shared by
+    threads answers one thread's query with another's rows); a thread started
+    after they ended takes over one of theirs instead of opening another."""
+    connector = Connector(mysql_connect(settings))
+    both_connected = threading.Barrier(2, timeout=10)
+
+    def own_connection(_: int) -> int:
+        mine = connection_id(connector)
+        both_connected.wait()
+        assert connection_id(connector) == mine
+        return mine
+
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(own_connection, range(2))
+    assert first != second
+    assert connections_to(admin, settings.db_name) == 2
+
+    with ThreadPoolExecutor(1) as pool:
+        later = pool.submit(connection_id, connector).result()
+    assert later in (first, second)
+    assert connections_to(admin, settings.db_name) == 2
+
+    connector.close()  # every thread's
     assert connections_to(admin, settings.db_name) == 0
 
 

@@ -4,14 +4,18 @@ the unit tests use."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import boto3
 import pytest
 
 from chalicelib import keys
-from chalicelib.factory import build_repository
+from chalicelib.factory import build_repository, mysql_connect
 from chalicelib.models import ImageRecord, Rendition, Status
+from chalicelib.repositories import dynamodb
 from chalicelib.repositories.base import Conflict, ImageQuery, Repository, Tombstone
 from chalicelib.settings import Settings
 from devtools.provision import provision
@@ -206,3 +210,98 @@ def test_folder_pages_in_prefix_order(repo: Repository) -> None:
             break
         after = page.cursor[0]
     assert seen == sorted(prefixes, key=str.encode)
+
+
+def test_token_key_is_a_kept_secret(repo: Repository) -> None:
+    key = repo.token_key()
+
+    assert isinstance(key, bytes) and len(key) == 32
+    assert repo.token_key() == key
+    assert len(set(key)) > 8  # random, not a constant
+
+
+@dataclass
+class Stage:
+    """One backend whose token key does not exist yet."""
+
+    settings: Settings
+    made: list[Repository] = field(default_factory=list)
+
+    def container(self) -> Repository:
+        """A repository as a new container of the stage makes it."""
+        self.made.append(build_repository(self.settings))
+        return self.made[-1]
+
+    def stored_key(self) -> bytes | None:
+        """The key as the backend holds it, read around the repository."""
+        if self.settings.db_backend == "dynamodb":
+            table = boto3.resource("dynamodb").Table(self.settings.ddb_table)
+            item = table.get_item(Key=dynamodb.TOKEN_KEY, ConsistentRead=True).get("Item")
+            return None if item is None else bytes(item["secret"])  # type: ignore[arg-type]
+        connection = mysql_connect(self.settings)()
+        with connection.cursor() as cur:
+            cur.execute("SELECT value FROM secrets WHERE name = 'token-key'")
+            row = cur.fetchone()
+        connection.close()
+        return None if row is None else bytes(row[0])
+
+
+@pytest.fixture(params=["dynamodb", "mysql"])
+def stage(request: pytest.FixtureRequest, aws: str) -> Iterator[Stage]:
+    if request.param == "dynamodb":
+        settings = Settings.from_env(BASE_ENV)
+        provision(settings, s3=boto3.client("s3"), report=lambda _: None)
+        boto3.resource("dynamodb").Table(settings.ddb_table).delete_item(Key=dynamodb.TOKEN_KEY)
+    else:
+        settings = Settings.from_env(BASE_ENV | request.getfixturevalue("mysql_env"))
+        connection = mysql_connect(settings)()
+        with connection.cursor() as cur:
+            cur.execute("DELETE FROM secrets")
+        connection.close()
+    made = Stage(settings)
+    assert made.stored_key() is None
+    yield made
+    for repository in made.made:
+        repository.close()
+
+
+def test_token_key_is_the_same_for_every_container(stage: Stage) -> None:
+    first = stage.container()
+    key = first.token_key()
+
+    assert len(key) == 32
+    assert first.token_key() == key
+    assert stage.container().token_key() == key
+    assert stage.stored_key() == key
+
+
+def test_racing_first_calls_create_one_token_key(stage: Stage) -> None:
+    """Threads of one container and of other containers all ask at once, before
+    the key exists: every one of them gets the same key."""
+    shared = stage.container()
+    askers = [shared] * 4 + [stage.container() for _ in range(4)]
+    all_ready = threading.Barrier(len(askers), timeout=30)
+
+    def first_call(repository: Repository) -> bytes:
+        repository.get("warm-up")  # connected, and this thread's client made, before the race
+        all_ready.wait()
+        return repository.token_key()
+
+    with ThreadPoolExecutor(len(askers)) as pool:
+        answers = list(pool.map(first_call, askers))
+
+    assert len(answers[0]) == 32
+    assert answers == [answers[0]] * len(askers)
+    assert stage.stored_key() == answers[0]
+
+
+def test_provision_creates_the_token_key(stage: Stage) -> None:
+    said: list[str] = []
+    provision(stage.settings, s3=boto3.client("s3"), report=said.append)
+
+    key = stage.stored_key()
+    assert "token key: ready" in said
+    assert key is not None and len(key) == 32
+    provision(stage.settings, s3=boto3.client("s3"), report=said.append)
+    assert stage.stored_key() == key  # kept
+    assert stage.container().token_key() == key
