@@ -189,7 +189,10 @@ def gallery() -> Response:
 @app.route("/uploads", methods=["POST"], **_ROUTE)
 def create_upload() -> dict[str, Any]:
     request = app.current_request
-    body = request.json_body if request is not None else None
+    try:
+        body = request.json_body if request is not None else None
+    except RecursionError:  # json.loads of a deeply nested body
+        raise BadRequestError("the JSON body nests too deeply") from None
     return _rest(lambda: _uploads().create(body))
 
 

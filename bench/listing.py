@@ -157,14 +157,12 @@ def measure(api: ImagesApi, token: str, repeats: int) -> dict[str, float]:
 
 def api_token(api: ImagesApi, after: ImageRecord) -> str:
     """A next_token positioned after ``after``, made the way the API makes them."""
-    from chalicelib.api import _digest, _make_token
-    from chalicelib.models import Page
+    from chalicelib.api import PageTokens, images_scope
+    from chalicelib.models import Status
 
-    token = _make_token(
-        Page([], (after.uploaded_at, after.key, after.id)), _digest("images", None, "processed")
+    return PageTokens(api.repository.token_key).make(
+        images_scope(None, Status.PROCESSED), (after.uploaded_at, after.key, after.id)
     )
-    assert token is not None
-    return token
 
 
 if __name__ == "__main__":

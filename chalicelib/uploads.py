@@ -50,9 +50,7 @@ class UploadsApi:
         if not isinstance(body, dict):
             raise BadRequest('send a JSON object: {"filename", "content_type", "folder"}')
         filename = _filename(body.get("filename"))
-        content_type = body.get("content_type")
-        if content_type not in CONTENT_TYPES:
-            raise BadRequest(f"content_type must be one of {', '.join(CONTENT_TYPES)}")
+        content_type = _content_type(body.get("content_type"))
         suffix = posixpath.splitext(filename)[1].lower()
         if suffix not in CONTENT_TYPES[content_type] or suffix not in s.image_suffixes:
             raise BadRequest(
@@ -78,7 +76,9 @@ class UploadsApi:
 
 
 def _filename(value: Any) -> str:
-    if not isinstance(value, str) or not 1 <= len(value) <= 255:
+    if not isinstance(value, str):
+        raise BadRequest('filename must be a string, like "cat.jpg"')
+    if not 1 <= len(value) <= 255:
         raise BadRequest("filename must be a name of 1 to 255 characters")
     if "/" in value or "\\" in value or value in (".", "..") or not value.isprintable():
         raise BadRequest(
@@ -87,12 +87,25 @@ def _filename(value: Any) -> str:
     return value
 
 
+def _content_type(value: Any) -> str:
+    # A type check first: a list or an object is unhashable, so no dict lookup.
+    if not isinstance(value, str) or value not in CONTENT_TYPES:
+        raise BadRequest(f"content_type must be one of the strings {', '.join(CONTENT_TYPES)}")
+    return value
+
+
 def _folder(value: Any) -> str:
-    if value in (None, "", "/"):
+    if value is None:
         return ""
-    if not isinstance(value, str) or not value.endswith("/") or value.startswith("/"):
+    if not isinstance(value, str):
+        raise BadRequest('folder must be a string, like "photos/"')
+    if value in ("", "/"):
+        return ""
+    if len(value) > keys.MAX_KEY_BYTES:
+        raise BadRequest("folder is longer than an S3 key can be (1024 bytes)")
+    if not value.endswith("/") or value.startswith("/"):
         raise BadRequest("folder must be a prefix ending in '/', like 'photos/'")
     parts = value.split("/")[:-1]
     if any(p in ("", ".", "..") or not p.isprintable() for p in parts):
-        raise BadRequest("folder must not contain empty, '.' or '..' parts")
+        raise BadRequest("folder must not contain empty, '.' or '..' parts, or control characters")
     return value

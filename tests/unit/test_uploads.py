@@ -89,3 +89,31 @@ def test_uploads_are_refused_unless_enabled() -> None:
 def test_bad_requests(body: Any) -> None:
     with pytest.raises(BadRequest):
         api().create(body)
+
+
+JPEG = {"filename": "a.jpg", "content_type": "image/jpeg"}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (JPEG | {"content_type": ["image/jpeg"]}, "content_type"),  # unhashable
+        (JPEG | {"content_type": {"image/jpeg": 1}}, "content_type"),
+        (JPEG | {"content_type": 1}, "content_type"),
+        (JPEG | {"content_type": None}, "content_type"),
+        (JPEG | {"filename": ["a.jpg"]}, "filename"),
+        (JPEG | {"filename": {"a": 1}}, "filename"),
+        (JPEG | {"filename": None}, "filename"),
+        (JPEG | {"filename": True}, "filename"),
+        (JPEG | {"folder": ["photos/"]}, "folder"),
+        (JPEG | {"folder": {"photos/": 1}}, "folder"),
+        (JPEG | {"folder": 3}, "folder"),
+        (JPEG | {"folder": False}, "folder"),
+        (JPEG | {"folder": "x" * 100_000 + "/"}, "folder"),
+        (JPEG | {"folder": "a\ud800/"}, "folder"),  # a lone surrogate, as json.loads makes one
+        (JPEG | {"filename": "a\udfff.jpg"}, "filename"),
+    ],
+)
+def test_fields_of_the_wrong_type_are_named(body: dict[str, Any], field: str) -> None:
+    with pytest.raises(BadRequest, match=field):
+        api().create(body)
