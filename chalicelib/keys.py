@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import posixpath
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 MAX_KEY_BYTES = 1024
 _SEQUENCER_WIDTH = 64
 
-# Output format -> the extension its renditions carry.
-EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
-_SAME_EXTENSION = {".jpeg": ".jpg", ".jpg": ".jpg"}
+# Output format -> the canonical extension its renditions carry.
+EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "AVIF": ".avif"}
+# Extensions (lower case) that name an output format: the canonical ones, and .jpeg.
+_FORMAT_OF_EXTENSION = {ext: fmt for fmt, ext in EXTENSIONS.items()} | {".jpeg": "JPEG"}
 
 
 def image_id(bucket: str, key: str) -> str:
@@ -34,17 +34,29 @@ def ancestors(prefix: str) -> list[str]:
 
 
 def rendition_key(prefix: str, name: str, source_key: str, output_format: str) -> str:
-    """Where the ``name`` rendition of ``source_key`` is written.
+    """Where the ``name`` rendition of ``source_key`` in ``output_format`` is written.
 
-    The output format's extension is appended when it differs from the
-    source's (``anim.gif`` -> ``anim.gif.png``), so two sources never share a
-    rendition key.
+    A source whose extension already names the format keeps its key, in the
+    rendition's folder: ``photos/cat.jpg`` -> ``thumb/photos/cat.jpg``. Any
+    other gets the format's extension appended, in a folder that names it:
+    ``anim.gif`` -> ``thumb.png/anim.gif.png``. The layout is injective:
+    inside ``NAME/`` the key is the source key itself, inside ``NAME.ext/``
+    it is the source key plus a fixed suffix, and as rendition names hold no
+    dot, no ``NAME.ext/`` folder is another name's ``NAME/`` folder.
     """
     extension = EXTENSIONS[output_format]
-    source_ext = posixpath.splitext(source_key)[1].lower()
-    if _SAME_EXTENSION.get(source_ext, source_ext) == extension:
-        extension = ""
-    return f"{prefix}{name}/{source_key}{extension}"
+    if format_named_by(source_key) == output_format:
+        return f"{prefix}{name}/{source_key}"
+    return f"{prefix}{name}{extension}/{source_key}{extension}"
+
+
+def format_named_by(key: str) -> str | None:
+    """The output format ``key``'s extension names (case ignored, ``.jpeg``
+    is JPEG), or None: ``a/b.JPEG`` -> ``"JPEG"``, ``a.gif`` -> None."""
+    _, dot, extension = key.rpartition(".")
+    if not dot or "/" in extension:
+        return None
+    return _FORMAT_OF_EXTENSION.get("." + extension.lower())
 
 
 def key_fits(key: str) -> bool:
@@ -54,6 +66,11 @@ def key_fits(key: str) -> bool:
 def metadata_value(text: str) -> str:
     """S3 user metadata is ASCII only: percent-encode (RFC 3986, UTF-8)."""
     return quote(text, safe="/")
+
+
+def metadata_text(value: str) -> str:
+    """The text ``metadata_value`` encoded."""
+    return unquote(value)
 
 
 def normalise_sequencer(sequencer: str | None) -> str:

@@ -349,14 +349,49 @@ class Pipeline:
             )
 
     def _delete_renditions(self, record: ImageRecord, keep: ImageRecord | None = None) -> None:
-        """Delete the renditions ``record`` lists, except those ``keep`` uses."""
+        """Delete the renditions ``record`` lists, except those ``keep`` uses,
+        and never another source's.
+
+        A key in the current layout for ``record``'s source is deleted as is:
+        the layout is injective, so no other source writes there. Any other
+        key (an older layout, another prefix or bucket) may by now be another
+        source's rendition: the old ``thumb/a.gif.png`` of ``a.gif`` is the
+        current key of ``a.gif.png``. Such a key is deleted only if its
+        ``source-key`` metadata names ``record``'s source: one HEAD each, only
+        for records made before a layout or settings change.
+
+        The delete is conditional on the ETag that HEAD saw (S3's If-Match on
+        DeleteObject), so a source that writes that key in between, the one
+        source whose current key it is, keeps its rendition.
+        """
         kept = {(r.bucket, r.key) for r in keep.renditions.values()} if keep else set()
         by_bucket: dict[str, list[str]] = {}
         for r in record.renditions.values():
-            if (r.bucket, r.key) not in kept:
+            if (r.bucket, r.key) in kept:
+                continue
+            if self._in_current_layout(record.key, r):
                 by_bucket.setdefault(r.bucket, []).append(r.key)
+            elif (etag := self._written_for(record.key, r)) is not None:
+                self.storage.delete_if_unchanged(r.bucket, r.key, etag)
         for bucket, object_keys in by_bucket.items():
             self.storage.delete(bucket, object_keys)
+
+    def _in_current_layout(self, source_key: str, rendition: Rendition) -> bool:
+        """Whether ``rendition`` is where the current layout puts it for ``source_key``."""
+        s = self.settings
+        output_format = keys.format_named_by(rendition.key)
+        return (
+            output_format is not None
+            and rendition.bucket == s.dest_bucket
+            and rendition.key
+            == keys.rendition_key(s.rendition_prefix, rendition.name, source_key, output_format)
+        )
+
+    def _written_for(self, source_key: str, rendition: Rendition) -> str | None:
+        """The ETag of the object at ``rendition``'s key if it says it was made
+        from ``source_key``; None otherwise (a missing object says nothing)."""
+        found = self.storage.rendition_source(rendition.bucket, rendition.key)
+        return found[1] if found is not None and found[0] == source_key else None
 
     # -- folders --------------------------------------------------------------
     def _folder(self, event: ObjectEvent) -> Outcome:

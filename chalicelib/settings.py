@@ -42,6 +42,11 @@ class SettingsError(ValueError):
         )
 
 
+# Version of the rendition key layout (``keys.rendition_key``), part of the
+# fingerprint: 2 is the injective ``NAME/KEY`` / ``NAME.ext/KEY.ext`` layout.
+KEY_LAYOUT = 2
+
+
 @dataclass(frozen=True)
 class Settings:
     source_bucket: str
@@ -74,9 +79,15 @@ class Settings:
 
     @property
     def fingerprint(self) -> str:
-        """Identifies what the rendition settings produce; stored in each record."""
+        """Identifies what the rendition settings produce; stored in each record.
+
+        It lists everything that changes rendition bytes or keys (each new
+        such setting joins it: output formats, qualities, crop gravity...), so
+        ``backfill --only-missing`` re-renders every record made otherwise.
+        """
         text = "|".join(
             [
+                f"layout={KEY_LAYOUT}",
                 ",".join(map(str, self.renditions)),
                 self.output_format,
                 str(self.jpeg_quality),

@@ -146,6 +146,32 @@ class S3Storage:
             },
         )
 
+    def rendition_source(self, bucket: str, key: str) -> tuple[str, str] | None:
+        """(source key, ETag) of a rendition: the source its ``source-key``
+        metadata names (as ``write_rendition`` wrote it); None when the object
+        is missing or carries no such metadata."""
+        try:
+            response = self._s3.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in _MISSING:
+                return None
+            raise
+        value = response.get("Metadata", {}).get("source-key")
+        if value is None:
+            return None
+        return keys.metadata_text(value), response["ETag"].strip('"')
+
+    def delete_if_unchanged(self, bucket: str, key: str, etag: str) -> bool:
+        """Delete the object if it still has ``etag`` (S3's conditional
+        DeleteObject); False when it is gone or was written since."""
+        try:
+            self._s3.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
+        except ClientError as exc:
+            if _code(exc) in _MISSING | _CHANGED:
+                return False
+            raise
+        return True
+
     def delete(self, bucket: str, object_keys: Iterable[str]) -> None:
         """Delete these objects (missing ones are fine); raise if any delete failed.
 

@@ -259,15 +259,12 @@ def _prune(
     doomed: list[str] = []
     for obj in list_objects(s3, settings.dest_bucket, settings.rendition_prefix):
         rendition = obj["Key"]
-        name, _, rest = rendition[len(settings.rendition_prefix) :].partition("/")
+        folder, _, rest = rendition[len(settings.rendition_prefix) :].partition("/")
         if not rest.startswith(options.prefix) or now - obj["LastModified"] < options.prune_grace:
             continue
-        candidates = [rest]
-        base, extension = posixpath.splitext(rest)
-        if extension.lower() in keys.EXTENSIONS.values():
-            candidates.append(base)
+        name = folder.partition(".")[0]
         listed = any(_lists(pipeline.repository, settings.source_bucket, c, rendition)
-                     for c in candidates)  # fmt: skip
+                     for c in candidate_sources(folder, rest))  # fmt: skip
         if name not in names or not listed:
             doomed.append(rendition)
     if options.dry_run:
@@ -277,6 +274,26 @@ def _prune(
 
     S3Storage(s3).delete(settings.dest_bucket, doomed)
     summary.pruned += len(doomed)
+
+
+def candidate_sources(folder: str, rest: str) -> list[str]:
+    """The source keys whose record may list the rendition at ``folder/rest``
+    (the key's part after ``RENDITION_PREFIX``), in the current key layout or
+    the earlier one; a record must still list it for it to be kept.
+
+    ``thumb.png/a.gif.png``: ``a.gif``. ``thumb/a.gif.png``: ``a.gif.png``
+    (current layout), or ``a.gif`` (the earlier layout appended the
+    extension inside ``NAME/``).
+    """
+    _, dot, extension = folder.partition(".")
+    if dot:
+        suffix = "." + extension
+        return [rest.removesuffix(suffix)] if rest.endswith(suffix) else []
+    candidates = [rest]
+    base, extension = posixpath.splitext(rest)
+    if extension.lower() in keys.EXTENSIONS.values():
+        candidates.append(base)
+    return candidates
 
 
 def _lists(repository: Repository, bucket: str, source: str, rendition: str) -> bool:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from chalicelib import keys
 from chalicelib.delivery import Decision, decide
@@ -11,16 +13,69 @@ from chalicelib.repositories.base import StoredImage, Tombstone
 @pytest.mark.parametrize(
     ("source", "fmt", "expected"),
     [
+        # the extension already names the format: the source key, in NAME/
         ("photos/cat.jpg", "JPEG", "resized/thumb/photos/cat.jpg"),
         ("photos/cat.JPEG", "JPEG", "resized/thumb/photos/cat.JPEG"),
-        ("anim.gif", "PNG", "resized/thumb/anim.gif.png"),
-        ("scan.tiff", "JPEG", "resized/thumb/scan.tiff.jpg"),
+        ("photos/cat.jpeg", "JPEG", "resized/thumb/photos/cat.jpeg"),
         ("logo.PNG", "PNG", "resized/thumb/logo.PNG"),
-        ("pic.jpg", "WEBP", "resized/thumb/pic.jpg.webp"),
+        ("pic.WebP", "WEBP", "resized/thumb/pic.WebP"),
+        ("pic.avif", "AVIF", "resized/thumb/pic.avif"),
+        ("a.b.c.jpg", "JPEG", "resized/thumb/a.b.c.jpg"),
+        ("coll/a.jpg.png", "PNG", "resized/thumb/coll/a.jpg.png"),
+        # otherwise: the extension appended, in NAME.ext/
+        ("anim.gif", "PNG", "resized/thumb.png/anim.gif.png"),
+        ("IMG_1.HEIC", "JPEG", "resized/thumb.jpg/IMG_1.HEIC.jpg"),
+        ("photos/cat.jpg", "AVIF", "resized/thumb.avif/photos/cat.jpg.avif"),
+        ("photos/cat.jpg", "WEBP", "resized/thumb.webp/photos/cat.jpg.webp"),
+        ("coll/a.jpg", "PNG", "resized/thumb.png/coll/a.jpg.png"),
+        ("scan.tiff", "JPEG", "resized/thumb.jpg/scan.tiff.jpg"),
+        ("a.jpeg", "PNG", "resized/thumb.png/a.jpeg.png"),
+        ("noext", "JPEG", "resized/thumb.jpg/noext.jpg"),
+        ("trailing.", "JPEG", "resized/thumb.jpg/trailing..jpg"),
+        ("trailing.jpg.", "JPEG", "resized/thumb.jpg/trailing.jpg..jpg"),
+        ("dir.jpg/file", "JPEG", "resized/thumb.jpg/dir.jpg/file.jpg"),
+        ("a.jpgx", "JPEG", "resized/thumb.jpg/a.jpgx.jpg"),
     ],
 )
 def test_rendition_keys(source: str, fmt: str, expected: str) -> None:
     assert keys.rendition_key("resized/", "thumb", source, fmt) == expected
+
+
+def test_the_finding_two_sources_two_rendition_keys() -> None:
+    """``coll/a.jpg`` holding PNG bytes and ``coll/a.jpg.png`` once shared one key."""
+    first = keys.rendition_key("resized/", "thumb", "coll/a.jpg", "PNG")
+    second = keys.rendition_key("resized/", "thumb", "coll/a.jpg.png", "PNG")
+    assert first != second
+
+
+def test_format_named_by_a_key() -> None:
+    assert [keys.format_named_by(k) for k in ("a.JPG", "a.jpeg", "b.png", "c.gif", "d", "e.")] == [
+        "JPEG", "JPEG", "PNG", None, None, None,
+    ]  # fmt: skip
+    assert keys.format_named_by("dir.jpg/file") is None
+
+
+# Keys built from pieces that make collisions likely: dots, extensions of
+# every output format in any case, nested folders, trailing dots.
+_piece = st.sampled_from(
+    ["a", "b", ".", "/", ".jpg", ".JPG", ".jpeg", ".png", ".webp", ".avif", ".gif", ".heic"]
+)
+_source_keys = st.lists(_piece, min_size=1, max_size=5).map("".join)
+_names = st.builds(str.__add__, st.sampled_from("ab0"), st.text("ab0_-", max_size=3))
+
+
+@settings(max_examples=100, deadline=None)
+@example(["coll/a.jpg"], ["thumb"])
+@given(st.lists(_source_keys, min_size=1, max_size=8), st.lists(_names, min_size=1, max_size=3))
+def test_rendition_keys_are_injective(drawn: list[str], names: list[str]) -> None:
+    """Distinct (name, source key, format) never share a rendition key, among
+    random keys and their look-alikes (each with every extension appended)."""
+    sources = set(drawn) | {k + ext for k in drawn for ext in keys.EXTENSIONS.values()}
+    seen: dict[str, tuple[str, str, str]] = {}
+    for made_from in {(n, k, f) for n in names for k in sources for f in keys.EXTENSIONS}:
+        key = keys.rendition_key("resized/", *made_from)
+        assert key not in seen, f"{made_from} and {seen[key]} both write {key}"
+        seen[key] = made_from
 
 
 def test_folders_and_ids() -> None:
@@ -35,6 +90,8 @@ def test_folders_and_ids() -> None:
 
 def test_metadata_values_are_ascii() -> None:
     assert keys.metadata_value("für/東京 1.jpg") == "f%C3%BCr/%E6%9D%B1%E4%BA%AC%201.jpg"
+    for text in ("für/東京 1.jpg", "50% off+%2F.jpg", "a%20b.jpg"):
+        assert keys.metadata_text(keys.metadata_value(text)) == text
 
 
 def test_sequencers_compare_after_right_padding() -> None:

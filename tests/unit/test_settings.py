@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import sys
 
 import pytest
@@ -83,6 +84,24 @@ def test_fingerprint_follows_rendition_settings_only() -> None:
     assert Settings.from_env(MINIMAL | {"URL_EXPIRES": "60"}).fingerprint == base.fingerprint
     assert Settings.from_env(MINIMAL | {"JPEG_QUALITY": "80"}).fingerprint != base.fingerprint
     assert Settings.from_env(MINIMAL | {"RENDITIONS": "thumb=100"}).fingerprint != base.fingerprint
+
+
+def layout_1_fingerprint(s: Settings) -> str:
+    """The fingerprint records got before the key layout joined it."""
+    text = "|".join(
+        [",".join(map(str, s.renditions)), s.output_format, str(s.jpeg_quality),
+         str(s.strip_metadata), s.rendition_prefix, s.dest_bucket]
+    )  # fmt: skip
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def test_fingerprint_includes_the_key_layout() -> None:
+    """Records rendered under the earlier key layout are not 'done' for
+    backfill --only-missing, whatever the other settings."""
+    for env in (MINIMAL, MINIMAL | {"RENDITIONS": "thumb=100", "OUTPUT_FORMAT": "png"}):
+        settings = Settings.from_env(env)
+        assert settings.fingerprint != layout_1_fingerprint(settings)
+        assert settings.fingerprint == Settings.from_env(env).fingerprint
 
 
 def test_events_queue_selects_sqs_mode() -> None:
