@@ -16,6 +16,7 @@ import functools
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -69,8 +70,16 @@ def _api() -> api.ImagesApi:
 # -- S3 and SQS events ----------------------------------------------------------
 def _handle_s3(event: S3Event) -> list[str]:
     _remember_request(event)
+    deadline = _deadline(getattr(event, "context", None))
+    pipeline = _pipeline()
     # S3Event.key is decoded already; parse the raw record so keys are decoded once.
-    return [_pipeline().handle(e).value for e in events.parse_notification(event.to_dict())]
+    return [pipeline.handle(e, deadline).value for e in events.parse_notification(event.to_dict())]
+
+
+def _deadline(context: Any) -> float | None:
+    """When the invocation must have returned (``time.monotonic()``), from Lambda's context."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return None if remaining is None else time.monotonic() + remaining() / 1000
 
 
 def _remember_request(event: Any) -> None:
@@ -90,23 +99,32 @@ def handle_object_removed(event: S3Event) -> list[str]:
 
 
 def handle_queued_events(event: SQSEvent) -> list[str]:
+    """Each message deleted once handled; when time runs short, the rest are
+    handed back and the invocation raises (``chalicelib.queue``)."""
     from chalicelib.queue import Message, process_batch
+    from chalicelib.sandbox import source_seconds
 
     _remember_request(event)
     messages = [
         Message(r.body, r.receipt_handle, r.to_dict().get("eventSourceARN", "")) for r in event
     ]
     pipeline = _pipeline()
-    return process_batch(messages, lambda e: pipeline.handle(e).value, _acknowledger())
+    deadline = _deadline(getattr(event, "context", None))
+    return process_batch(
+        messages,
+        lambda e: pipeline.handle(e, deadline).value,
+        _sqs_queue(),
+        time_left=None if deadline is None else lambda: deadline - time.monotonic(),
+        needed=source_seconds(pipeline.settings.processing_timeout),
+    )
 
 
 @functools.cache
-def _acknowledger() -> Any:
-    import boto3
+def _sqs_queue() -> Any:
+    from chalicelib.factory import client
+    from chalicelib.queue import SqsQueue
 
-    from chalicelib.queue import sqs_acknowledger
-
-    return sqs_acknowledger(boto3.client("sqs"))
+    return SqsQueue(client("sqs"))
 
 
 if SETTINGS is not None and not SETTINGS.sqs_mode:
@@ -117,7 +135,9 @@ if SETTINGS is not None and not SETTINGS.sqs_mode:
         bucket=SETTINGS.source_bucket, events=["s3:ObjectRemoved:*", "s3:LifecycleExpiration:*"]
     )(handle_object_removed)
 elif SETTINGS is not None:
-    handle_queued_events = app.on_sqs_message(queue=SETTINGS.events_queue, batch_size=10)(
+    from chalicelib.queue import BATCH_SIZE
+
+    handle_queued_events = app.on_sqs_message(queue=SETTINGS.events_queue, batch_size=BATCH_SIZE)(
         handle_queued_events
     )
 
@@ -137,11 +157,12 @@ if SETTINGS is not None and SETTINGS.db_backend == "mysql":
 @app.lambda_function(name="extract_metadata")
 def extract_metadata(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The child function: ``{"bucket", "key", "etag"?}`` -> the metadata dict."""
-    from chalicelib.factory import s3_client
+    from chalicelib.factory import isolated_imaging, s3_client
     from chalicelib.metadata_function import extract
     from chalicelib.storage import S3Storage
 
-    return extract(S3Storage(s3_client()), settings.load(), event)
+    storage = S3Storage(s3_client())
+    return extract(storage, settings.load(), event, isolated_imaging(), _deadline(context))
 
 
 # -- REST -----------------------------------------------------------------------

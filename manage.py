@@ -13,7 +13,13 @@ import sys
 from pathlib import Path
 
 from chalicelib.settings import Settings, SettingsError
-from devtools.stages import StageError, function_timeout, in_vpc, stage_environment
+from devtools.stages import (
+    StageError,
+    function_timeout,
+    in_vpc,
+    stage_environment,
+    timeout_problems,
+)
 
 
 def _stage_settings(stage: str) -> Settings:
@@ -29,6 +35,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
     print(f"provisioning stage {args.stage} at {where}")
     timeout = function_timeout(args.stage, "handle_queued_events")
     provision(settings, queue_consumer_timeout=timeout)
+    for problem in timeout_problems(args.stage, settings.processing_timeout):
+        print(f"warning: {problem}", file=sys.stderr)
     return 0
 
 
@@ -67,7 +75,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
     import boto3
 
-    from chalicelib.factory import build_pipeline
+    from chalicelib.factory import build_pipeline, isolated_imaging
     from devtools import backfill
 
     settings = _stage_settings(args.stage)
@@ -85,7 +93,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     summary = backfill.run(
-        settings, options, lambda: build_pipeline(settings), boto3.client("s3"),
+        settings, options,
+        lambda: build_pipeline(settings, imaging=isolated_imaging(args.workers)),
+        boto3.client("s3"),
         boto3.client("sqs") if args.via_queue else None, stop,
     )  # fmt: skip
     for action in summary.actions:

@@ -7,6 +7,7 @@ emulator; nothing here names one.
 
 from __future__ import annotations
 
+import atexit
 import json
 import threading
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from chalicelib.metadata_function import Invoke, RemoteMetadata, lambda_invoker
 from chalicelib.notify import Notifier, NullNotifier, SnsNotifier
 from chalicelib.pipeline import Pipeline
 from chalicelib.repositories.base import Repository
+from chalicelib.sandbox import Imaging, IsolatedImaging, WorkerPool, worker_memory_bytes
 from chalicelib.settings import Settings
 from chalicelib.storage import S3Storage
 from chalicelib.uploads import UploadsApi
@@ -113,9 +115,29 @@ def build_notifier(settings: Settings) -> Notifier:
     return SnsNotifier(client("sns"), settings.sns_topic_arn)
 
 
-def build_pipeline(settings: Settings, invoke_metadata: Invoke | None = None) -> Pipeline:
+_POOLS: dict[int, IsolatedImaging] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def isolated_imaging(workers: int = 1) -> IsolatedImaging:
+    """The process's imaging workers (``workers`` of them, started now), shared
+    by every pipeline the process builds: one per Lambda container, however
+    often tests or tools build pipelines."""
+    with _POOLS_LOCK:
+        if workers not in _POOLS:
+            pool = WorkerPool(workers, worker_memory_bytes(workers)).start()
+            atexit.register(pool.close)
+            _POOLS[workers] = IsolatedImaging(pool)
+        return _POOLS[workers]
+
+
+def build_pipeline(
+    settings: Settings, invoke_metadata: Invoke | None = None, imaging: Imaging | None = None
+) -> Pipeline:
     """The pipeline for ``settings``. ``invoke_metadata`` calls the child
-    function (default with ``METADATA_FUNCTION``: the Lambda API)."""
+    function (default with ``METADATA_FUNCTION``: the Lambda API); ``imaging``
+    decodes the sources (default: one worker process, bounded in time and
+    memory)."""
     remote = None
     if settings.metadata_function:
         if invoke_metadata is None:
@@ -127,6 +149,7 @@ def build_pipeline(settings: Settings, invoke_metadata: Invoke | None = None) ->
         S3Storage(s3_client()),
         build_repository(settings),
         build_notifier(settings),
+        imaging=imaging if imaging is not None else isolated_imaging(),
         remote_metadata=remote,
     )
 

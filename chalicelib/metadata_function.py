@@ -18,7 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.imaging import ImageRejected, read_metadata
+from chalicelib.bounds import bounded_metadata
+from chalicelib.imaging import ImageRejected
+from chalicelib.sandbox import Imaging, time_budget
 from chalicelib.settings import Settings
 from chalicelib.storage import ObjectGone, S3Storage, TooLarge
 
@@ -28,8 +30,15 @@ if TYPE_CHECKING:
 _SHAPE = ("format", "width", "height")
 
 
-def extract(storage: S3Storage, settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
-    """The child function's work."""
+def extract(
+    storage: S3Storage,
+    settings: Settings,
+    request: dict[str, Any],
+    imaging: Imaging,
+    deadline: float | None = None,
+) -> dict[str, Any]:
+    """The child function's work; the headers are read by ``imaging``, within
+    ``PROCESSING_TIMEOUT`` and the invocation's ``deadline``."""
     try:
         bucket, key = str(request["bucket"]), str(request["key"])
     except (KeyError, TypeError):
@@ -38,7 +47,11 @@ def extract(storage: S3Storage, settings: Settings, request: dict[str, Any]) -> 
         source = storage.read(
             bucket, key, etag=request.get("etag"), max_bytes=settings.max_source_bytes
         )
-        fmt, width, height, metadata = read_metadata(source.data, settings.max_source_pixels)
+        fmt, width, height, metadata = imaging.metadata(
+            source.data,
+            settings.max_source_pixels,
+            time_budget(settings.processing_timeout, deadline),
+        )
     except ObjectGone:
         return {"error": f"s3://{bucket}/{key} is gone or has another ETag", "gone": True}
     except (ImageRejected, TooLarge) as exc:
@@ -76,7 +89,8 @@ class RemoteMetadata:
             raise ImageRejected(str(answer.get("error")))
         if "error" in answer or not all(k in answer for k in _SHAPE):
             raise RemoteMetadataError(f"metadata function answered {answer!r:.300}")
-        metadata = {k: v for k, v in answer.items() if k not in _SHAPE}
+        # Bounded again: the child may run another release of this code.
+        metadata = bounded_metadata({k: v for k, v in answer.items() if k not in _SHAPE})
         return Extracted(
             str(answer["format"]), int(answer["width"]), int(answer["height"]), metadata
         )

@@ -20,7 +20,7 @@ from typing import Any
 
 from chalicelib import keys
 from chalicelib.delivery import Decision, decide
-from chalicelib.imaging import ImageRejected, ImagingOptions, ProcessedImage, process_image
+from chalicelib.imaging import ImageRejected, ImagingOptions
 from chalicelib.metadata_function import RemoteMetadata
 from chalicelib.models import EventKind, Folder, ImageRecord, ObjectEvent, Rendition, Status
 from chalicelib.notify import Notifier, NullNotifier
@@ -33,6 +33,7 @@ from chalicelib.observability import (
     watching,
 )
 from chalicelib.repositories.base import Conflict, Repository, StoredImage, Tombstone
+from chalicelib.sandbox import Budget, Imaging, InProcessImaging, time_budget
 from chalicelib.settings import Settings
 from chalicelib.storage import Archived, ObjectGone, S3Storage, TooLarge, iso
 
@@ -40,8 +41,7 @@ log = logging.getLogger("image_pipeline")
 
 # Compare-and-swap retries before giving up and letting Lambda retry later.
 _MAX_ATTEMPTS = 5
-
-Processor = Callable[[bytes, ImagingOptions], ProcessedImage]
+MAX_ERROR_CHARS = 1000
 
 
 Observer = Callable[[ObjectEvent, "Outcome", Stopwatch], None]
@@ -76,7 +76,7 @@ class Pipeline:
         storage: S3Storage,
         repository: Repository,
         notifier: Notifier | None = None,
-        processor: Processor = process_image,
+        imaging: Imaging | None = None,
         remote_metadata: RemoteMetadata | None = None,
         clock: Callable[[], datetime] = utc_now,
         observer: Observer = log_outcome,
@@ -85,7 +85,7 @@ class Pipeline:
         self.storage = storage
         self.repository = repository
         self.notifier: Notifier = notifier or NullNotifier()
-        self.processor = processor
+        self.imaging: Imaging = imaging if imaging is not None else InProcessImaging()
         self.remote_metadata = remote_metadata
         self.clock = clock
         self.observer = observer
@@ -99,13 +99,19 @@ class Pipeline:
         )
 
     # -- entry ----------------------------------------------------------------
-    def handle(self, event: ObjectEvent) -> Outcome:
+    def handle(self, event: ObjectEvent, deadline: float | None = None) -> Outcome:
+        """Apply one event. ``deadline`` (``time.monotonic()``) is when the
+        invocation must have returned: a source's processing never runs past it
+        less ``RECORD_MARGIN``."""
         with watching() as watch:
-            outcome = self._dispatch(event)
+            outcome = self._dispatch(event, deadline)
         self.observer(event, outcome, watch)
         return outcome
 
-    def _dispatch(self, event: ObjectEvent) -> Outcome:
+    def budget(self, deadline: float | None) -> Budget:
+        return time_budget(self.settings.processing_timeout, deadline)
+
+    def _dispatch(self, event: ObjectEvent, deadline: float | None) -> Outcome:
         reason = self.ignore_reason(event)
         if reason:
             note(reason)
@@ -113,7 +119,7 @@ class Pipeline:
         if event.is_folder:
             return self._folder(event)
         if event.kind is EventKind.CREATED:
-            return self._created(event)
+            return self._created(event, deadline)
         return self._removed(event)
 
     def ignore_reason(self, event: ObjectEvent) -> str | None:
@@ -127,7 +133,7 @@ class Pipeline:
         return None
 
     # -- uploads --------------------------------------------------------------
-    def _created(self, event: ObjectEvent) -> Outcome:
+    def _created(self, event: ObjectEvent, deadline: float | None) -> Outcome:
         image_id = keys.image_id(event.bucket, event.key)
         sequencer = keys.normalise_sequencer(event.sequencer)
         result: ImageRecord | None = None
@@ -143,7 +149,7 @@ class Pipeline:
                 self._finish(stored)
                 return Outcome.DUPLICATE
             if result is None:
-                result = self._produce(event, image_id, sequencer)
+                result = self._produce(event, image_id, sequencer, deadline)
                 if result is None:
                     return Outcome.SUPERSEDED
             record = self._stamped(result, stored)
@@ -160,7 +166,9 @@ class Pipeline:
             return Outcome.PROCESSED if record.status is Status.PROCESSED else Outcome.FAILED
         raise RuntimeError(f"gave up on {event.key} after {_MAX_ATTEMPTS} conflicting writes")
 
-    def _produce(self, event: ObjectEvent, image_id: str, sequencer: str) -> ImageRecord | None:
+    def _produce(
+        self, event: ObjectEvent, image_id: str, sequencer: str, deadline: float | None
+    ) -> ImageRecord | None:
         """Read, process and write renditions; None if the object is gone or changed."""
         s = self.settings
         size, etag, uploaded_at = event.size, event.etag, _event_time(event.event_time)
@@ -190,7 +198,7 @@ class Pipeline:
                 with phase("metadata"):
                     extracted = self.remote_metadata.fetch(event.bucket, event.key, base.etag)
             with phase("process"):
-                image = self.processor(source.data, self.options)
+                image = self.imaging.process(source.data, self.options, self.budget(deadline))
         except ObjectGone:
             note("the object is gone or has another ETag")
             return None
@@ -280,6 +288,8 @@ class Pipeline:
         )
 
     def _failed(self, base: ImageRecord, error: str) -> ImageRecord:
+        if len(error) > MAX_ERROR_CHARS:
+            error = error[: MAX_ERROR_CHARS - 1] + "…"
         note(error)
         return base.with_(status=Status.FAILED, error=error)
 

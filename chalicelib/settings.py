@@ -58,6 +58,7 @@ class Settings:
     image_suffixes: tuple[str, ...] = tuple(DEFAULT_SUFFIXES.split(","))
     max_source_bytes: int = 52_428_800
     max_source_pixels: int = 50_000_000
+    processing_timeout: int = 20
     strip_metadata: bool = True
     image_engine: str = "pillow"
     db_backend: str = "dynamodb"
@@ -118,6 +119,7 @@ class Settings:
             max_source_bytes=reader.integer("MAX_SOURCE_BYTES", 52_428_800, 1, 10**12),
             # Pillow itself refuses images over 89,478,485 pixels as bombs.
             max_source_pixels=reader.integer("MAX_SOURCE_PIXELS", 50_000_000, 1, 89_478_485),
+            processing_timeout=reader.integer("PROCESSING_TIMEOUT", 20, 1, 900),
             strip_metadata=reader.boolean("STRIP_METADATA", True),
             image_engine=reader.choice("IMAGE_ENGINE", ENGINES, "pillow"),
             db_backend=backend,

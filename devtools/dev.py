@@ -67,7 +67,7 @@ def check_port(host: str, port: int, option: str) -> None:
 class EventPump(threading.Thread):
     """Lambda's SQS poller, locally: receive, invoke the handler, delete."""
 
-    def __init__(self, app: ModuleType, queue: str, wait: int = 1) -> None:
+    def __init__(self, app: ModuleType, queue: str, timeout: int = 60, wait: int = 1) -> None:
         super().__init__(name="event-pump", daemon=True)
         self._handler = app.app.handler_map["handle_queued_events"]
         self._sqs = boto3.client("sqs")
@@ -76,6 +76,7 @@ class EventPump(threading.Thread):
             "Attributes"
         ]["QueueArn"]
         self._wait = wait
+        self._timeout_ms = timeout * 1000  # the function's lambda_timeout, as Lambda gives it
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -96,7 +97,8 @@ class EventPump(threading.Thread):
                 continue
             event = {"Records": [self._record(m) for m in messages]}
             try:
-                self._handler(event, LambdaContext("handle_queued_events", 1769))
+                context = LambdaContext("handle_queued_events", 1769, self._timeout_ms)
+                self._handler(event, context)
             except Exception as exc:  # left on the queue: received again later
                 print(f"event pump: batch failed, will be retried: {exc!r}", file=sys.stderr)
                 continue
@@ -197,7 +199,13 @@ def run(options: Options) -> int:
         )
         import app  # after the environment is the stage's: it registers by mode
 
-        pump = EventPump(app, settings.events_queue)
+        app._pipeline()  # its imaging workers start now, before the pump's and server's threads
+
+        pump = EventPump(
+            app,
+            settings.events_queue,
+            function_timeout(options.stage, "handle_queued_events"),
+        )
         pump.start()
         api = subprocess.Popen(
             [str(CHALICE), "local", "--stage", options.stage, "--host", options.host,

@@ -61,3 +61,43 @@ def merge_environment(stage: str, values: dict[str, str], project_dir: Path = PR
     stage_config = config.setdefault("stages", {}).setdefault(stage, {})
     stage_config.setdefault("environment_variables", {}).update(values)
     path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+# The functions that decode sources.
+IMAGING_FUNCTIONS = ("handle_object_created", "handle_queued_events", "extract_metadata")
+
+
+def timeout_problems(
+    stage: str, processing_timeout: int, project_dir: Path = PROJECT_DIR
+) -> list[str]:
+    """What a stage's ``lambda_timeout`` values cannot fit:
+
+    * one source bounded by ``PROCESSING_TIMEOUT``, in every function that
+      decodes sources (slow files would otherwise be stopped at the end of the
+      invocation, with a reason that asks for a longer timeout);
+    * for the queue consumer, a whole batch of such sources: a message handed
+      back for lack of time counts as a receive toward the dead-letter queue's
+      ``maxReceiveCount``, so a batch that does not fit could, under a stream
+      of slow files, send innocent messages there.
+    """
+    from chalicelib.queue import BATCH_SIZE
+    from chalicelib.sandbox import source_seconds
+
+    one = source_seconds(processing_timeout)
+    problems = []
+    for function in IMAGING_FUNCTIONS:
+        timeout = function_timeout(stage, function, project_dir)
+        needed = BATCH_SIZE * one if function == "handle_queued_events" else one
+        what = (
+            f"a batch of {BATCH_SIZE} sources that each take PROCESSING_TIMEOUT "
+            f"({processing_timeout} s) plus {one - processing_timeout:g} s"
+            if function == "handle_queued_events"
+            else f"PROCESSING_TIMEOUT ({processing_timeout} s) plus "
+            f"{one - processing_timeout:g} s for reading the source and writing the record"
+        )
+        if timeout < needed:
+            problems.append(
+                f"{function}: lambda_timeout {timeout} s cannot fit {what}; "
+                f"give it at least {needed:g} s"
+            )
+    return problems

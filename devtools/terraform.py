@@ -137,7 +137,7 @@ def document() -> dict[str, Any]:
             "topic_name": _variable("SNS topic for outcomes; empty: none", "string", ""),
             "events_queue": _variable("EVENTS_QUEUE; empty: direct S3 events", "string", ""),
             "consumer_timeout": _variable(
-                "Lambda timeout of handle_queued_events, seconds", "number", 60
+                "Lambda timeout of handle_queued_events, seconds", "number", 300
             ),
             "attach_failure_destination": _variable(
                 "After the first chalice deploy: send events the direct handlers gave up on "

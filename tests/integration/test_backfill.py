@@ -162,5 +162,5 @@ def test_via_queue_sends_synthetic_notifications(
     record = json.loads(bodies[0])["Records"][0]
     assert "sequencer" not in record["s3"]["object"] and record["s3"]["object"]["eTag"]
     event = stack.client.events.generate_sqs_event(message_bodies=bodies, queue_name="q")
-    outcomes = stack.client.lambda_.invoke("handle_queued_events", event).payload
+    outcomes = stack.invoke("handle_queued_events", event)
     assert outcomes == ["processed"] * 25

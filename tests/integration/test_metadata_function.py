@@ -37,7 +37,7 @@ def child(
 
     def invoke(payload: dict[str, Any]) -> dict[str, Any]:
         calls.append(payload)
-        return dict(stack.client.lambda_.invoke("extract_metadata", payload).payload)
+        return dict(stack.invoke("extract_metadata", payload))
 
     pipeline = build_pipeline(stack.settings, invoke_metadata=invoke)
     return stack, pipeline, calls
@@ -52,9 +52,7 @@ def handle(stack: Stack, pipeline: Pipeline, record: dict[str, Any]) -> str:
 def test_the_child_function_answers_a_flat_metadata_dict(stack: Stack) -> None:
     etag = stack.put("cam.jpg", camera_jpeg())
 
-    answer = stack.client.lambda_.invoke(
-        "extract_metadata", {"bucket": "uploads", "key": "cam.jpg", "etag": etag}
-    ).payload
+    answer = stack.invoke("extract_metadata", {"bucket": "uploads", "key": "cam.jpg", "etag": etag})
 
     assert answer["format"] == "JPEG"
     assert (answer["width"], answer["height"]) == (200, 300)  # displayed, after orientation
@@ -77,7 +75,7 @@ def test_the_child_function_reports_what_cannot_be_read(
     stack.put("cam.jpg", camera_jpeg())
     stack.put("text.jpg", b"plain text")
 
-    answer = stack.client.lambda_.invoke("extract_metadata", request_body).payload
+    answer = stack.invoke("extract_metadata", request_body)
 
     assert answer[field] is True and answer["error"]
 
@@ -119,10 +117,8 @@ def test_a_transient_child_error_raises(
     record = stack.record("cam.jpg")
     failing = build_pipeline(
         stack.settings,
-        invoke_metadata=lambda payload: (
-            stack.client.lambda_.invoke(
-                "extract_metadata", payload | {"bucket": "no-such-bucket"}
-            ).payload
+        invoke_metadata=lambda payload: stack.invoke(
+            "extract_metadata", payload | {"bucket": "no-such-bucket"}
         ),
     )
 

@@ -143,3 +143,21 @@ def test_a_failed_folder_publish_is_retried(notified: tuple[Stack, Subscriber]) 
     subscriber.subscribe()
     assert stack.deliver(event) == ["duplicate"]
     assert events(subscriber) == ["folder.created"]
+
+
+@pytest.mark.parametrize("make_bytes", [300_000, 2_000_000])
+def test_a_huge_exif_make_still_fits_the_record_and_the_message(
+    notified: tuple[Stack, Subscriber], make_bytes: int
+) -> None:
+    """A 2 MB Make made DynamoDB refuse the item, a 300 KB one SNS the message,
+    and the event was retried forever: now the field is cut to 256 characters."""
+    from tests.hostile_files import png_with_exif_make
+
+    stack, subscriber = notified
+    assert stack.upload("huge-make.png", png_with_exif_make(make_bytes)) == ["processed"]
+
+    [image] = stack.images()
+    assert len(image["metadata"]["camera_make"]) == 256
+    assert len(json.dumps(image["metadata"], ensure_ascii=False).encode()) <= 4096
+    [(event, body)] = subscriber.messages()
+    assert event == "image.processed" and body["image"]["metadata"] == image["metadata"]

@@ -35,7 +35,8 @@ def copy_project(target: Path) -> Path:
 
 def unpack_and_import(zip_path: Path, target: Path) -> None:
     """Import the app, Pillow's native core and libvips from the unpacked zip alone,
-    in an interpreter that sees neither site-packages nor this project."""
+    in an interpreter that sees neither site-packages nor this project, and
+    process an image in an imaging worker started from there."""
     with zipfile.ZipFile(zip_path) as bundle:
         bundle.extractall(target)
     code = (
@@ -43,6 +44,14 @@ def unpack_and_import(zip_path: Path, target: Path) -> None:
         "from PIL import Image; assert PIL._imaging.__file__.startswith(sys.argv[1]);"
         "import pyvips, _libvips; assert _libvips.__file__.startswith(sys.argv[1]);"
         "assert pyvips.API_mode and pyvips.Image.black(4, 4).avg() == 0;"
+        # The imaging worker starts from the package too, and decodes with either engine.
+        "import io; from chalicelib import sandbox, imaging; data = io.BytesIO();"
+        "Image.new('RGB', (64, 48)).save(data, 'JPEG');"
+        "pool = sandbox.WorkerPool(1, 256 << 20).start();"
+        "run = lambda e: sandbox.IsolatedImaging(pool).process(data.getvalue(),"
+        " imaging.ImagingOptions(imaging.parse_renditions('t=32'), engine=e),"
+        " sandbox.Budget(30, 'test')).renditions[0].height;"
+        "assert run('pillow') == run('vips') == 24; pool.close();"
         "print(sorted(app.app.handler_map)[0])"
     )
     done = subprocess.run(

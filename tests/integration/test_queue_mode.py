@@ -11,7 +11,7 @@ import pymysql
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib.queue import BatchFailed, Message, sqs_acknowledger
+from chalicelib.queue import BatchFailed, Message, SqsQueue
 from devtools.provision import provision
 from tests.integration.conftest import Stack, database_down, make_stack
 from tests.support import jpeg
@@ -72,23 +72,24 @@ def in_flight() -> int:
     )
 
 
-def test_processed_messages_are_deleted_from_the_queue(queued: Stack) -> None:
-    """What a partly failed batch does first: delete the messages that succeeded."""
+def test_handled_messages_are_deleted_and_unstarted_ones_released(queued: Stack) -> None:
     drain()
-    queued.put("one.jpg", jpeg(120, 80))
-    queued.put("two.jpg", jpeg(120, 80))
+    for name in ("one.jpg", "two.jpg", "three.jpg"):
+        queued.put(name, jpeg(120, 80))
     records = receive()
-    assert len(records) == 2 and in_flight() == 2
-    acknowledge = sqs_acknowledger(boto3.client("sqs"))
+    assert len(records) == 3 and in_flight() == 3
+    queue = SqsQueue(boto3.client("sqs"))
+    messages = [Message(r["body"], r["receiptHandle"], r["eventSourceARN"]) for r in records]
 
-    acknowledge([Message(r["body"], r["receiptHandle"], r["eventSourceARN"]) for r in records[:1]])
-
-    assert in_flight() == 1
+    queue.delete(messages[0])
+    assert in_flight() == 2
+    queue.release(messages[1:])
+    assert len(receive()) == 2  # visible again at once, not after the visibility timeout
 
 
 def consume(stack: Stack, bodies: list[str]) -> Any:
     event = stack.client.events.generate_sqs_event(message_bodies=bodies, queue_name=QUEUE)
-    return stack.client.lambda_.invoke("handle_queued_events", event).payload
+    return stack.invoke("handle_queued_events", event)
 
 
 def test_provision_sets_up_the_queue(queued: Stack) -> None:
