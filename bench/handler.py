@@ -7,7 +7,10 @@ get (S3 GetObject), process (decode + renditions + encode), put (renditions
 to S3), record (DynamoDB read + conditional write).
 
 Both imaging engines (``IMAGE_ENGINE=pillow`` and ``vips``) are measured when
-pyvips is installed. Beside them, in the same run, a seed-style handler like the write-ups this
+pyvips is installed, each both ways, alternating: as the handler runs it, the
+source decoded in an imaging worker process bounded in time and memory
+(``chalicelib.sandbox``), and in-process without that bound, to give what the
+bound costs. Beside them, in the same run, a seed-style handler like the write-ups this
 project replaces: download the object to a file, resize each rendition from
 the full-size image, save and upload each, put_item the record.
 
@@ -30,6 +33,7 @@ from chalicelib.factory import build_pipeline
 from chalicelib.models import EventKind, ObjectEvent
 from chalicelib.observability import Stopwatch
 from chalicelib.pipeline import Outcome
+from chalicelib.sandbox import InProcessImaging
 from chalicelib.settings import Settings
 from devtools.emulator import moto_server
 from devtools.provision import provision
@@ -43,8 +47,9 @@ def main() -> None:
     engines = ["pillow"] if importlib.util.find_spec("pyvips") is None else ["pillow", "vips"]
     with moto_server() as url:
         runs: dict[str, list[dict[str, float]]] = {}
+        unbounded: dict[str, list[dict[str, float]]] = {}
         for engine in engines:
-            runs[engine], size = run(args.size, args.repeats, url, engine)
+            runs[engine], unbounded[engine], size = run(args.size, args.repeats, url, engine)
         seed = seed_style(args.size, args.repeats)
     phases = ["get", "process", "put", "record", "total"]
     width, height = SIZES[args.size]
@@ -60,6 +65,16 @@ def main() -> None:
     for engine in engines:
         ours = statistics.median(r["total"] for r in runs[engine])
         print(f"this pipeline (IMAGE_ENGINE={engine}) / seed-style: {ours / seed:.2f}x")
+    print()
+    print(
+        "| engine | bounded (worker process), total ms | in-process, total ms "
+        "| bound / in-process |"
+    )
+    print("|---|---|---|---|")
+    for engine in engines:
+        bounded = statistics.median(r["total"] for r in runs[engine])
+        free = statistics.median(r["total"] for r in unbounded[engine])
+        print(f"| {engine} | {bounded:.1f} | {free:.1f} | {bounded / free:.3f}x |")
 
 
 def seed_style(size_name: str, repeats: int) -> float:
@@ -95,8 +110,11 @@ def seed_style(size_name: str, repeats: int) -> float:
     return statistics.median(samples[1:])
 
 
-def run(size_name: str, repeats: int, url: str, engine: str) -> tuple[list[dict[str, float]], int]:
-    """Per-phase milliseconds of ``repeats`` created events, after one warm-up."""
+def run(
+    size_name: str, repeats: int, url: str, engine: str
+) -> tuple[list[dict[str, float]], list[dict[str, float]], int]:
+    """Per-phase milliseconds of ``repeats`` created events after one warm-up,
+    through the handler's bounded imaging and in-process, alternating."""
     os.environ.update(
         AWS_ENDPOINT_URL=url,
         AWS_ACCESS_KEY_ID="bench",
@@ -112,19 +130,22 @@ def run(size_name: str, repeats: int, url: str, engine: str) -> tuple[list[dict[
         assert outcome is Outcome.PROCESSED, outcome
         runs.append(watch.ms)
 
-    pipeline = build_pipeline(settings)
-    pipeline.observer = observe
+    pipelines = [build_pipeline(settings), build_pipeline(settings, imaging=InProcessImaging())]
     data = jpeg_bytes(*SIZES[size_name])
     s3 = boto3.client("s3")
     key = f"photo-{engine}.jpg"
-    for i in range(repeats + 1):
-        etag = s3.put_object(Bucket="bench", Key=key, Body=data)["ETag"].strip('"')
-        event = ObjectEvent(
-            "bench", key, EventKind.CREATED, "ObjectCreated:Put",
-            size=len(data), etag=etag, sequencer=f"{i + 1:018X}",
-        )  # fmt: skip
-        pipeline.handle(event)
-    return runs[1:], len(data)
+    sequence = 0
+    for _ in range(repeats + 1):
+        for pipeline in pipelines:
+            pipeline.observer = observe
+            sequence += 1
+            etag = s3.put_object(Bucket="bench", Key=key, Body=data)["ETag"].strip('"')
+            event = ObjectEvent(
+                "bench", key, EventKind.CREATED, "ObjectCreated:Put",
+                size=len(data), etag=etag, sequencer=f"{sequence:018X}",
+            )  # fmt: skip
+            pipeline.handle(event)
+    return runs[2::2], runs[3::2], len(data)
 
 
 if __name__ == "__main__":
