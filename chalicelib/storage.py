@@ -79,17 +79,23 @@ class S3Storage:
         self._s3 = client
 
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
-        try:
-            response = self._s3.head_object(Bucket=bucket, Key=key)
-        except ClientError as exc:
-            if _code(exc) in _MISSING:
-                return None
-            raise
+        response = self._head(bucket, key)
+        if response is None:
+            return None
         return ObjectInfo(
             size=response["ContentLength"],
             etag=response["ETag"].strip('"'),
             last_modified=response["LastModified"],
         )
+
+    def _head(self, bucket: str, key: str) -> Any:
+        """HeadObject's answer, or None when the object is missing."""
+        try:
+            return self._s3.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in _MISSING:
+                return None
+            raise
 
     def read(self, bucket: str, key: str, *, etag: str | None, max_bytes: int) -> SourceObject:
         """Download the object, if it is still the version ``etag`` names.
@@ -150,14 +156,9 @@ class S3Storage:
         """(source key, ETag) of a rendition: the source its ``source-key``
         metadata names (as ``write_rendition`` wrote it); None when the object
         is missing or carries no such metadata."""
-        try:
-            response = self._s3.head_object(Bucket=bucket, Key=key)
-        except ClientError as exc:
-            if _code(exc) in _MISSING:
-                return None
-            raise
-        value = response.get("Metadata", {}).get("source-key")
-        if value is None:
+        response = self._head(bucket, key)
+        value = None if response is None else response.get("Metadata", {}).get("source-key")
+        if response is None or value is None:
             return None
         return keys.metadata_text(value), response["ETag"].strip('"')
 

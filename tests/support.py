@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import struct
 import zlib
 from typing import Any
 
 from PIL import Image
+
+from chalicelib.settings import Settings
 
 
 def jpeg(width: int, height: int, *, orientation: int | None = None, quality: int = 90) -> bytes:
@@ -64,3 +67,12 @@ def without_urls(image: dict[str, Any]) -> dict[str, Any]:
         for name, rendition in image["renditions"].items()
     }
     return image | {"renditions": renditions}
+
+
+def layout_1_fingerprint(s: Settings) -> str:
+    """The settings fingerprint records got before the key layout joined it."""
+    text = "|".join(
+        [",".join(map(str, s.renditions)), s.output_format, str(s.jpeg_quality),
+         str(s.strip_metadata), s.rendition_prefix, s.dest_bucket]
+    )  # fmt: skip
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

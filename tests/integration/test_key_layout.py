@@ -11,7 +11,6 @@ removes leftovers.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Iterator
 from dataclasses import replace
@@ -25,12 +24,11 @@ from chalicelib.factory import build_pipeline, build_repository, s3_client
 from chalicelib.models import EventKind, ImageRecord, ObjectEvent, Rendition, Status
 from chalicelib.pipeline import Pipeline
 from chalicelib.repositories.base import Repository
-from chalicelib.settings import Settings
 from chalicelib.storage import S3Storage
 from devtools import backfill
 from devtools.backfill import Options, Summary
 from tests.integration.conftest import Stack
-from tests.support import encoded
+from tests.support import encoded, layout_1_fingerprint
 
 NAMES = ("thumb", "medium", "large")
 RED, GREEN, BLUE = (220, 30, 30), (30, 200, 30), (30, 30, 220)
@@ -180,15 +178,6 @@ def layout_1_key(prefix: str, name: str, source_key: str, output_format: str) ->
     if {".jpeg": ".jpg"}.get(source_ext, source_ext) == extension:
         extension = ""
     return f"{prefix}{name}/{source_key}{extension}"
-
-
-def layout_1_fingerprint(s: Settings) -> str:
-    """The fingerprint the earlier code stored in its records."""
-    text = "|".join(
-        [",".join(map(str, s.renditions)), s.output_format, str(s.jpeg_quality),
-         str(s.strip_metadata), s.rendition_prefix, s.dest_bucket]
-    )  # fmt: skip
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def write_old_renditions(

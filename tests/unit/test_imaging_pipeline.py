@@ -132,16 +132,22 @@ def test_exif_orientation_is_applied(
     assert small.width == 100
     for img in (full, small):
         assert 0x0112 not in img.getexif()
-        w, h = img.size
-        points = {
-            "tl": (w // 16, h // 16),
-            "tr": (w - 1 - w // 16, h // 16),
-            "bl": (w // 16, h - 1 - h // 16),
-            "br": (w - 1 - w // 16, h - 1 - h // 16),
-        }
-        for corner, point in points.items():
-            colour = BLUE if corner == CORNER[orientation] else RED
-            assert close(px(img, point), colour, 40), (corner, px(img, point))
+        assert_marked_corner(img, orientation)
+
+
+def assert_marked_corner(img: Image.Image, orientation: int) -> None:
+    """The marked (blue) corner is where ``orientation`` puts it; the others are red."""
+    rgb = img.convert("RGB")
+    w, h = rgb.size
+    points = {
+        "tl": (w // 16, h // 16),
+        "tr": (w - 1 - w // 16, h // 16),
+        "bl": (w // 16, h - 1 - h // 16),
+        "br": (w - 1 - w // 16, h - 1 - h // 16),
+    }
+    for corner, point in points.items():
+        colour = BLUE if corner == CORNER[orientation] else RED
+        assert close(px(rgb, point), colour, 40), (corner, px(rgb, point))
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -168,16 +174,7 @@ def test_tiff_orientation_is_applied_exactly_once(
     assert full.size == displayed
     assert small.size == ((32, 64) if swapped else (32, 16))
     for img in (full, small):
-        w, h = img.size
-        points = {
-            "tl": (w // 16, h // 16),
-            "tr": (w - 1 - w // 16, h // 16),
-            "bl": (w // 16, h - 1 - h // 16),
-            "br": (w - 1 - w // 16, h - 1 - h // 16),
-        }
-        for corner, point in points.items():
-            colour = BLUE if corner == CORNER[orientation] else RED
-            assert close(px(img.convert("RGB"), point), colour, 40), (corner, px(img, point))
+        assert_marked_corner(img, orientation)
 
 
 def test_cmyk_jpeg_becomes_rgb_with_its_colours(process: Process) -> None:

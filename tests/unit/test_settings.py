@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-import hashlib
 import sys
 
 import pytest
 
 from chalicelib.settings import Settings, SettingsError
+from tests.support import layout_1_fingerprint
 
 MINIMAL = {"SOURCE_BUCKET": "src", "DDB_TABLE": "images"}
 
@@ -84,15 +84,6 @@ def test_fingerprint_follows_rendition_settings_only() -> None:
     assert Settings.from_env(MINIMAL | {"URL_EXPIRES": "60"}).fingerprint == base.fingerprint
     assert Settings.from_env(MINIMAL | {"JPEG_QUALITY": "80"}).fingerprint != base.fingerprint
     assert Settings.from_env(MINIMAL | {"RENDITIONS": "thumb=100"}).fingerprint != base.fingerprint
-
-
-def layout_1_fingerprint(s: Settings) -> str:
-    """The fingerprint records got before the key layout joined it."""
-    text = "|".join(
-        [",".join(map(str, s.renditions)), s.output_format, str(s.jpeg_quality),
-         str(s.strip_metadata), s.rendition_prefix, s.dest_bucket]
-    )  # fmt: skip
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def test_fingerprint_includes_the_key_layout() -> None:
