@@ -48,8 +48,14 @@ def policy_for(settings: Settings, in_vpc: bool = False) -> dict[str, Any]:
             "WriteRenditions", ["s3:PutObject", "s3:DeleteObject", "s3:GetObject"], [dest_prefix]
         ),
         # HEAD of a missing key answers 403 instead of 404 without ListBucket, and
-        # "the object is gone" is what the delivery rules ask S3 (no listing is made).
-        _statement("ListSources", ["s3:ListBucket"], [f"arn:aws:s3:::{s.source_bucket}"]),
+        # "the object is gone" is what the delivery rules ask S3 (no listing is
+        # made): of a source, and of a rendition of an earlier key layout, whose
+        # owner is read from its metadata before it is deleted.
+        _statement(
+            "ListSources",
+            ["s3:ListBucket"],
+            sorted({f"arn:aws:s3:::{s.source_bucket}", f"arn:aws:s3:::{s.dest_bucket}"}),
+        ),
     ]
     if s.uploads_enabled:
         uploads = f"arn:aws:s3:::{s.source_bucket}/{s.upload_prefix}*"
@@ -79,6 +85,8 @@ def policy_for(settings: Settings, in_vpc: bool = False) -> dict[str, Any]:
                 [
                     "sqs:ReceiveMessage",
                     "sqs:DeleteMessage",
+                    # a batch short of time makes its unstarted messages visible again
+                    "sqs:ChangeMessageVisibility",
                     "sqs:GetQueueAttributes",
                     "sqs:GetQueueUrl",
                 ],

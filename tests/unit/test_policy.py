@@ -28,6 +28,8 @@ def test_least_privilege_for_a_direct_dynamodb_stage() -> None:
 
     assert granted["s3:GetObject"] == ["arn:aws:s3:::in/*", "arn:aws:s3:::out/resized/*"]
     assert granted["s3:PutObject"] == ["arn:aws:s3:::out/resized/*"]
+    # A HEAD of a missing key answers 404, not 403: sources, and old-layout renditions.
+    assert granted["s3:ListBucket"] == ["arn:aws:s3:::in", "arn:aws:s3:::out"]
     assert granted["dynamodb:Query"] == [
         "arn:aws:dynamodb:*:*:table/t",
         "arn:aws:dynamodb:*:*:table/t/index/*",
@@ -48,6 +50,8 @@ def test_optional_services_add_their_one_resource() -> None:
     )  # fmt: skip
     assert granted["sns:Publish"] == ["arn:aws:sns:eu-west-1:1:topic"]
     assert granted["sqs:ReceiveMessage"] == ["arn:aws:sqs:*:*:q"]
+    assert granted["sqs:ChangeMessageVisibility"] == ["arn:aws:sqs:*:*:q"]
+    assert granted["s3:ListBucket"] == ["arn:aws:s3:::in"]
     assert granted["lambda:InvokeFunction"] == [
         "arn:aws:lambda:*:*:function:image-pipeline-dev-extract_metadata"
     ]
