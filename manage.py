@@ -42,9 +42,11 @@ def cmd_provision(args: argparse.Namespace) -> int:
 
 def cmd_policy(args: argparse.Namespace) -> int:
     from devtools.policy import render
-    from devtools.stages import PROJECT_DIR
+    from devtools.provision import failed_events_queue
+    from devtools.stages import PROJECT_DIR, app_name
 
-    text = render(_stage_settings(args.stage), in_vpc(args.stage))
+    failures = failed_events_queue(app_name(), args.stage)
+    text = render(_stage_settings(args.stage), in_vpc(args.stage), failures)
     path = PROJECT_DIR / ".chalice" / f"policy-{args.stage}.json"
     path.write_text(text)
     print(f"wrote {path.relative_to(PROJECT_DIR)}")

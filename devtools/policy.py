@@ -31,10 +31,14 @@ VPC_ACTIONS = [
 ]
 
 
-def policy_for(settings: Settings, in_vpc: bool = False) -> dict[str, Any]:
+def policy_for(
+    settings: Settings, in_vpc: bool = False, failure_queue: str | None = None
+) -> dict[str, Any]:
     """One policy for the stage's role, which all its functions share: the
     handlers, the child function and the API (presigned GETs of renditions,
-    presigned upload POSTs)."""
+    presigned upload POSTs). ``failure_queue``: the queue that direct-mode
+    handlers send the events Lambda gives up on to (``manage.py
+    failure-destination``); Lambda sends as the function's role."""
     s = settings
     dest_prefix = f"arn:aws:s3:::{s.dest_bucket}/{s.rendition_prefix}*"
     statements = [
@@ -93,6 +97,9 @@ def policy_for(settings: Settings, in_vpc: bool = False) -> dict[str, Any]:
                 [queue],
             )
         )
+    if failure_queue and not s.sqs_mode:
+        queue = _REGION_ACCOUNT.format(service="sqs", resource=failure_queue)
+        statements.append(_statement("FailedEvents", ["sqs:SendMessage"], [queue]))
     if s.metadata_function:
         function = s.metadata_function
         if not function.startswith("arn:"):
@@ -107,5 +114,5 @@ def policy_for(settings: Settings, in_vpc: bool = False) -> dict[str, Any]:
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def render(settings: Settings, in_vpc: bool = False) -> str:
-    return json.dumps(policy_for(settings, in_vpc), indent=2) + "\n"
+def render(settings: Settings, in_vpc: bool = False, failure_queue: str | None = None) -> str:
+    return json.dumps(policy_for(settings, in_vpc, failure_queue), indent=2) + "\n"

@@ -272,6 +272,11 @@ def _wait_active(ddb: DynamoDBClient, name: str, timeout: float = 600) -> None:
     raise TimeoutError(f"table {name} did not become active in {timeout:.0f}s")
 
 
+def failed_events_queue(app_name: str, stage: str) -> str:
+    """The queue that keeps the events the direct S3 handlers give up on."""
+    return f"{app_name}-{stage}-failed-events"
+
+
 def ensure_failure_destination(
     app_name: str, stage: str, report: Report, lambda_client: Any = None, sqs: Any = None
 ) -> str:
@@ -280,7 +285,7 @@ def ensure_failure_destination(
     the queue's ARN. For stages deployed with ``chalice deploy``."""
     sqs = sqs or boto3.client("sqs")
     lambda_client = lambda_client or boto3.client("lambda")
-    name = f"{app_name}-{stage}-failed-events"
+    name = failed_events_queue(app_name, stage)
     url = sqs.create_queue(QueueName=name, Attributes={"MessageRetentionPeriod": "1209600"})[
         "QueueUrl"
     ]

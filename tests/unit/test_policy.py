@@ -8,7 +8,8 @@ import pytest
 
 from chalicelib.settings import Settings
 from devtools.policy import policy_for, render
-from devtools.stages import in_vpc, stage_environment
+from devtools.provision import failed_events_queue
+from devtools.stages import app_name, in_vpc, stage_environment
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -61,7 +62,8 @@ def test_optional_services_add_their_one_resource() -> None:
 def test_checked_in_policies_match_their_stage(path: Path) -> None:
     stage = path.stem.removeprefix("policy-")
     settings = Settings.from_env(stage_environment(stage, PROJECT))
-    expected = render(settings, in_vpc(stage, PROJECT))
+    failures = failed_events_queue(app_name(PROJECT), stage)
+    expected = render(settings, in_vpc(stage, PROJECT), failures)
     assert path.read_text() == expected, f"run: python manage.py policy --stage {stage}"
 
 
@@ -87,3 +89,17 @@ def test_no_wildcard_actions_and_star_resources_only_for_vpc_networking(vpc: boo
         "arn:aws:secretsmanager:eu-west-1:1:secret:db"
     ]
     assert "dynamodb:Query" not in granted
+
+
+def test_direct_handlers_may_send_to_their_failure_destination() -> None:
+    """Lambda delivers an event the handlers gave up on as the function's role:
+    without sqs:SendMessage the failed-events queue stayed empty."""
+    direct = Settings.from_env({"SOURCE_BUCKET": "in", "DDB_TABLE": "t"})
+    policy = policy_for(direct, failure_queue="image-pipeline-dev-failed-events")
+    [statement] = [s for s in policy["Statement"] if "sqs:SendMessage" in s["Action"]]
+    assert statement["Action"] == ["sqs:SendMessage"]
+    assert statement["Resource"] == ["arn:aws:sqs:*:*:image-pipeline-dev-failed-events"]
+
+    queued = Settings.from_env({"SOURCE_BUCKET": "in", "DDB_TABLE": "t", "EVENTS_QUEUE": "q"})
+    policy = policy_for(queued, failure_queue="image-pipeline-dev-failed-events")
+    assert not any("sqs:SendMessage" in s["Action"] for s in policy["Statement"])
