@@ -144,8 +144,14 @@ class Settings:
                 "IMAGE_ENGINE=vips needs pyvips, which is not installed: "
                 "pip install -r requirements.txt (pyvips-binary bundles libvips)"
             )
-        if settings.upload_prefix.startswith(settings.rendition_prefix):
-            reader.problems.append("UPLOAD_PREFIX must not lie under RENDITION_PREFIX")
+        # Either way round, an upload could land on a rendition's key (or be
+        # ignored as one), so the two prefixes must not nest.
+        upload, rendition = settings.upload_prefix, settings.rendition_prefix
+        if upload.startswith(rendition) or rendition.startswith(upload):
+            reader.problems.append(
+                f"UPLOAD_PREFIX={upload!r} and RENDITION_PREFIX={rendition!r} overlap: "
+                "neither may lie under the other"
+            )
         if reader.problems:
             raise SettingsError(reader.problems)
         return settings

@@ -1,12 +1,22 @@
 """``POST /uploads``: presigned S3 POSTs for the gallery's upload form.
 
-The policy S3 enforces: exactly the key handed out (under ``UPLOAD_PREFIX``),
-exactly the declared image content type, and 1 byte to ``MAX_SOURCE_BYTES``.
+Every grant gets a key of its own: ``UPLOAD_PREFIX + folder + stem + "-" + ID
++ ext``, with an ID of 66 random bits, so no grant can overwrite another
+upload (or anything else) however many callers ask for the same file name.
+
+The policy S3 enforces: exactly the key handed out, exactly the declared image
+content type, and 1 byte to ``MAX_SOURCE_BYTES``. botocore's
+``generate_presigned_post`` binds the key with an exact ``{"key": ...}``
+condition, unless the key ends in ``${filename}``: then it writes only a
+``starts-with`` condition, and S3 substitutes the browser's file name. So
+``$``, ``{`` and ``}`` are refused in file names and folders.
 """
 
 from __future__ import annotations
 
 import posixpath
+import secrets
+import string
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,8 +35,20 @@ CONTENT_TYPES: dict[str, tuple[str, ...]] = {
 }
 
 
+ID_ALPHABET = string.ascii_letters + string.digits + "-_"  # base64url
+ID_LENGTH = 11  # 11 * 6 = 66 random bits
+
+# S3 replaces "${filename}" in a POST's key with the browser's file name.
+NOT_IN_NAMES = frozenset("${}")
+
+
 class Forbidden(PermissionError):
     pass
+
+
+def random_id() -> str:
+    """A fresh upload ID: 66 bits from ``secrets``, URL-safe."""
+    return "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
 
 
 PresignPost = Callable[[str, str, dict[str, str], list[Any], int], dict[str, Any]]
@@ -38,10 +60,12 @@ class UploadsApi:
         settings: Settings,
         presign_post: PresignPost,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        new_id: Callable[[], str] = random_id,
     ) -> None:
         self._settings = settings
         self._presign = presign_post
         self._clock = clock
+        self._new_id = new_id
 
     def create(self, body: Any) -> dict[str, Any]:
         s = self._settings
@@ -51,14 +75,19 @@ class UploadsApi:
             raise BadRequest('send a JSON object: {"filename", "content_type", "folder"}')
         filename = _filename(body.get("filename"))
         content_type = _content_type(body.get("content_type"))
-        suffix = posixpath.splitext(filename)[1].lower()
+        stem, ext = posixpath.splitext(filename)
+        suffix = ext.lower()
         if suffix not in CONTENT_TYPES[content_type] or suffix not in s.image_suffixes:
             raise BadRequest(
                 f"a {content_type} file must end in {' or '.join(CONTENT_TYPES[content_type])}"
             )
-        key = s.upload_prefix + _folder(body.get("folder")) + filename
+        folder = _folder(body.get("folder"))
+        key = f"{s.upload_prefix}{folder}{stem}-{self._new_id()}{ext}"
         if not keys.key_fits(key):
-            raise BadRequest("folder and filename are too long for an S3 key")
+            raise BadRequest(
+                "folder and filename are too long for an S3 key once a dash and the "
+                f"upload's {ID_LENGTH}-character ID are added"
+            )
         post = self._presign(
             s.source_bucket,
             key,
@@ -84,6 +113,7 @@ def _filename(value: Any) -> str:
         raise BadRequest(
             "filename must be a plain file name, without folders or control characters"
         )
+    _refuse_substitution("filename", value)
     return value
 
 
@@ -108,4 +138,14 @@ def _folder(value: Any) -> str:
     parts = value.split("/")[:-1]
     if any(p in ("", ".", "..") or not p.isprintable() for p in parts):
         raise BadRequest("folder must not contain empty, '.' or '..' parts, or control characters")
+    _refuse_substitution("folder", value)
     return value
+
+
+def _refuse_substitution(field: str, value: str) -> None:
+    if NOT_IN_NAMES.intersection(value):
+        raise BadRequest(
+            f"{field} must not contain '$', '{{' or '}}': S3 would replace ${{filename}} "
+            "in the key with the name of the file sent, so the upload would not land on "
+            "the key it was granted"
+        )

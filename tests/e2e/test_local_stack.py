@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -178,9 +179,14 @@ def test_upload_then_see_it_in_the_gallery(local_stack: LocalStack, tmp_path: Pa
         browser.find_element(By.ID, "upload-submit").click()
         status = browser.find_element(By.ID, "upload-status")
         wait.until(lambda b: "Processed" in status.text or "Failed" in status.text)
-        assert "Processed uploads/from-browser/upload.jpg" in status.text, status.text
-        uploaded = local_stack.wait_listed("uploads/from-browser/upload.jpg")
+        # Each grant gets its own key: the file's stem, a random ID, its extension.
+        processed = re.search(
+            r"Processed (uploads/from-browser/upload-[A-Za-z0-9_-]{11}\.jpg)", status.text
+        )
+        assert processed, status.text
+        uploaded = local_stack.wait_listed(processed[1])
         assert (uploaded["width"], uploaded["height"]) == (800, 600)
+        assert browser.find_elements(By.CSS_SELECTOR, f'#grid .name[title="{processed[1]}"]')
         browser.save_screenshot(str(ARTIFACTS / "after-upload.png"))
     finally:
         browser.quit()

@@ -7,7 +7,8 @@ bucket of yours with working AWS credentials:
     IMAGE_PIPELINE_REAL_S3_BUCKET=my-scratch-bucket AWS_PROFILE=... \\
         .venv/bin/python -m pytest tests/integration/test_uploads_real_s3.py
 
-It writes and deletes keys under ``uploads/policy-test/``.
+It writes and deletes keys under ``uploads/policy-test/`` (``cat-<ID>.jpg``:
+every grant has a key of its own).
 """
 
 from __future__ import annotations
@@ -16,15 +17,19 @@ import os
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
+from botocore.config import Config
 
 from chalicelib.settings import Settings
 from chalicelib.storage import S3Storage
 from chalicelib.uploads import UploadsApi
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 BUCKET = os.environ.get("IMAGE_PIPELINE_REAL_S3_BUCKET", "")
 
@@ -58,20 +63,36 @@ def post(url: str, fields: dict[str, str], data: bytes, content_type: str) -> in
 
 
 @pytest.fixture
-def presigned(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+def client(monkeypatch: pytest.MonkeyPatch) -> S3Client:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    return boto3.client("s3", config=Config(signature_version="s3v4"))
+
+
+@pytest.fixture
+def grant(client: S3Client) -> Iterator[Callable[[], dict[str, Any]]]:
+    """Grants for the same file name, each deleted afterwards."""
     settings = Settings.from_env(
         {"SOURCE_BUCKET": BUCKET, "DDB_TABLE": "unused", "UPLOADS_ENABLED": "true",
          "MAX_SOURCE_BYTES": "1000"}
     )  # fmt: skip
-    client = boto3.client("s3")
     api = UploadsApi(settings, S3Storage(client).presigned_post)
-    answer = api.create(
-        {"filename": f"{uuid.uuid4().hex}.jpg", "content_type": "image/jpeg",
-         "folder": "policy-test/"}
-    )  # fmt: skip
-    yield answer
-    client.delete_object(Bucket=BUCKET, Key=answer["key"])
+    given: list[dict[str, Any]] = []
+
+    def one() -> dict[str, Any]:
+        answer = api.create(
+            {"filename": "cat.jpg", "content_type": "image/jpeg", "folder": "policy-test/"}
+        )
+        given.append(answer)
+        return answer
+
+    yield one
+    for answer in given:
+        client.delete_object(Bucket=BUCKET, Key=answer["key"])
+
+
+@pytest.fixture
+def presigned(grant: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    return grant()
 
 
 def test_within_the_policy_is_accepted(presigned: dict[str, Any]) -> None:
@@ -87,6 +108,25 @@ def test_another_content_type_is_refused(presigned: dict[str, Any]) -> None:
     assert post(presigned["url"], fields, b"<script>", "text/html") == 403
 
 
-def test_another_key_is_refused(presigned: dict[str, Any]) -> None:
-    fields = presigned["fields"] | {"key": "uploads/policy-test/elsewhere.jpg"}
+@pytest.mark.parametrize(
+    "key",
+    [
+        "uploads/policy-test/elsewhere.jpg",
+        "uploads/policy-test/cat.jpg",  # the name asked for, without the ID
+        "uploads/policy-test/${filename}",  # S3 would put the browser's file name here
+    ],
+)
+def test_another_key_is_refused(presigned: dict[str, Any], key: str) -> None:
+    fields = presigned["fields"] | {"key": key}
     assert post(presigned["url"], fields, b"x" * 10, "image/jpeg") == 403
+
+
+def test_two_grants_for_one_file_name_keep_both_uploads(
+    grant: Callable[[], dict[str, Any]], client: S3Client
+) -> None:
+    first, second = grant(), grant()
+    assert post(first["url"], first["fields"], b"first", "image/jpeg") in (200, 204)
+    assert post(second["url"], second["fields"], b"second", "image/jpeg") in (200, 204)
+
+    for answer, body in ((first, b"first"), (second, b"second")):
+        assert client.get_object(Bucket=BUCKET, Key=answer["key"])["Body"].read() == body

@@ -79,6 +79,26 @@ def test_invalid_values_name_their_variable(name: str, value: str) -> None:
     assert name in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("upload", "rendition"),
+    [
+        ("resized/up/", "resized/"),  # uploads under renditions
+        ("media/", "media/resized/"),  # renditions under uploads
+        ("same/", "same/"),
+    ],
+)
+def test_upload_and_rendition_prefixes_must_not_nest(upload: str, rendition: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(MINIMAL | {"UPLOAD_PREFIX": upload, "RENDITION_PREFIX": rendition})
+    [problem] = raised.value.problems
+    assert "UPLOAD_PREFIX" in problem and "RENDITION_PREFIX" in problem
+
+
+def test_sibling_upload_and_rendition_prefixes_are_fine() -> None:
+    s = Settings.from_env(MINIMAL | {"UPLOAD_PREFIX": "media/up/", "RENDITION_PREFIX": "media/r/"})
+    assert (s.upload_prefix, s.rendition_prefix) == ("media/up/", "media/r/")
+
+
 def test_fingerprint_follows_rendition_settings_only() -> None:
     base = Settings.from_env(MINIMAL)
     assert Settings.from_env(MINIMAL | {"URL_EXPIRES": "60"}).fingerprint == base.fingerprint

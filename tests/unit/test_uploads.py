@@ -1,32 +1,38 @@
-"""POST /uploads: validation, and the conditions of the presigned POST policy.
+"""POST /uploads: validation, the key each grant gets, and the conditions of
+the presigned POST policy.
 
 The emulator does not enforce POST policies, so the policy S3 would enforce
-is checked here, decoded from the fields a browser sends.
+is checked here, decoded from the fields a browser sends; botocore's real
+signer makes it, with fake credentials and no network.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
 import pytest
+from botocore.config import Config
 
 from chalicelib.api import BadRequest
 from chalicelib.settings import Settings
 from chalicelib.storage import S3Storage
-from chalicelib.uploads import Forbidden, UploadsApi
+from chalicelib.uploads import Forbidden, UploadsApi, random_id
 
 ENV = {"SOURCE_BUCKET": "src", "DDB_TABLE": "t", "UPLOADS_ENABLED": "true"}
 NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
+ID = r"[A-Za-z0-9_-]{11}"
 
 
 def api(**env: str) -> UploadsApi:
     client = boto3.client(
         "s3", region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s",
         endpoint_url="https://s3.us-east-1.amazonaws.com",
+        config=Config(signature_version="s3v4"),  # as the deployed client signs
     )  # fmt: skip
     return UploadsApi(Settings.from_env(ENV | env), S3Storage(client).presigned_post, lambda: NOW)
 
@@ -35,28 +41,101 @@ def policy(answer: dict[str, Any]) -> dict[str, Any]:
     return dict(json.loads(base64.b64decode(answer["fields"]["policy"])))
 
 
-def test_presigned_post_is_limited_to_key_type_and_size() -> None:
-    answer = api(MAX_SOURCE_BYTES="1000000").create(
+def conditions_on(field: str, conditions: list[Any]) -> list[Any]:
+    """The conditions that constrain one form field, in either policy syntax."""
+    return [
+        c
+        for c in conditions
+        if (isinstance(c, dict) and field in c) or (isinstance(c, list) and c[1] == f"${field}")
+    ]
+
+
+def test_presigned_post_is_limited_to_key_type_size_bucket_and_time() -> None:
+    before = datetime.now(UTC).replace(microsecond=0)
+    answer = api(MAX_SOURCE_BYTES="1000000", URL_EXPIRES="600").create(
         {"filename": "cat.jpg", "content_type": "image/jpeg", "folder": "photos/"}
     )
+    after = datetime.now(UTC)
 
-    assert answer["key"] == "uploads/photos/cat.jpg"
-    assert answer["fields"]["key"] == "uploads/photos/cat.jpg"
+    key = answer["key"]
+    assert re.fullmatch(rf"uploads/photos/cat-{ID}\.jpg", key), key
+    assert answer["fields"]["key"] == key
     assert answer["fields"]["Content-Type"] == "image/jpeg"
-    assert answer["expires_at"] == "2026-11-21T13:00:00Z"
-    assert "src" in answer["url"]
-    conditions = policy(answer)["conditions"]
-    assert {"bucket": "src"} in conditions
-    assert {"key": "uploads/photos/cat.jpg"} in conditions
-    assert {"Content-Type": "image/jpeg"} in conditions
+    assert answer["expires_at"] == "2026-11-21T12:10:00Z"
+    assert answer["url"] == "https://s3.us-east-1.amazonaws.com/src"
+    signed = policy(answer)
+    conditions = signed["conditions"]
+    # Exactly this key: no starts-with, which would let a form pick its own key.
+    assert conditions_on("key", conditions) == [{"key": key}]
+    assert conditions_on("Content-Type", conditions) == [{"Content-Type": "image/jpeg"}]
+    assert conditions_on("bucket", conditions) == [{"bucket": "src"}]
     assert ["content-length-range", 1, 1000000] in conditions
+    expiration = datetime.strptime(signed["expiration"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert before + timedelta(seconds=600) <= expiration <= after + timedelta(seconds=600)
+
+
+def test_two_grants_for_the_same_file_get_different_keys() -> None:
+    uploads = api()
+    body = {"filename": "cat.jpg", "content_type": "image/jpeg", "folder": "photos/"}
+
+    first, second = uploads.create(body), uploads.create(body)
+
+    assert first["key"] != second["key"]
+    assert policy(first)["conditions"] != policy(second)["conditions"]
+
+
+def no_signature(
+    bucket: str, key: str, fields: dict[str, str], conditions: list[Any], expires: int
+) -> dict[str, Any]:
+    return {"url": f"https://{bucket}.example", "fields": fields | {"key": key}}
+
+
+def test_the_id_goes_between_stem_and_extension() -> None:
+    settings = Settings.from_env(ENV | {"UPLOAD_PREFIX": "incoming/"})
+    uploads = UploadsApi(settings, no_signature, lambda: NOW, new_id=lambda: "7Gq2xk3LpQw")
+
+    answer = uploads.create({"filename": "my.cat.JPG", "content_type": "image/jpeg"})
+
+    assert answer["key"] == "incoming/my.cat-7Gq2xk3LpQw.JPG"
+
+
+def test_ids_are_11_url_safe_characters_and_do_not_repeat() -> None:
+    ids = {random_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(re.fullmatch(ID, i) for i in ids)
 
 
 def test_root_folder_and_custom_prefix() -> None:
     answer = api(UPLOAD_PREFIX="incoming/").create(
         {"filename": "a.png", "content_type": "image/png"}
     )
-    assert answer["key"] == "incoming/a.png"
+    assert re.fullmatch(rf"incoming/a-{ID}\.png", answer["key"]), answer["key"]
+
+
+def test_the_id_counts_towards_the_key_length() -> None:
+    # 8 + 1011 + 5 = 1024 bytes: would fit without the ID, does not with it.
+    body = {"filename": "a.jpg", "content_type": "image/jpeg", "folder": "x" * 1010 + "/"}
+    with pytest.raises(BadRequest, match="too long"):
+        api().create(body)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("filename", "${filename}"),
+        ("filename", "cat${filename}.jpg"),
+        ("filename", "price$5.jpg"),
+        ("filename", "{cat}.jpg"),
+        ("filename", "cat}.jpg"),
+        ("folder", "${filename}/"),
+        ("folder", "photos/$x/"),
+        ("folder", "{a}/"),
+    ],
+)
+def test_s3_substitution_characters_are_refused(field: str, value: str) -> None:
+    body = {"filename": "cat.jpg", "content_type": "image/jpeg", "folder": "photos/"}
+    with pytest.raises(BadRequest, match=rf"{field} must not contain '\$'.*\$\{{filename\}}"):
+        api().create(body | {field: value})
 
 
 def test_uploads_are_refused_unless_enabled() -> None:
