@@ -17,12 +17,18 @@ from botocore.exceptions import ClientError
 
 from chalicelib.repositories import dynamodb
 from chalicelib.settings import Settings
+from devtools.bucket_policy import bucket_arn, bucket_policy
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import (
+        PublicAccessBlockConfigurationTypeDef,
+        ServerSideEncryptionConfigurationTypeDef,
+    )
     from mypy_boto3_sns import SNSClient
     from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.literals import QueueAttributeNameType
 
 Report = Callable[[str], None]
 
@@ -32,14 +38,23 @@ def provision(
     *,
     s3: S3Client | None = None,
     ddb: DynamoDBClient | None = None,
+    sts: Any = None,
     report: Report = print,
     queue_consumer_timeout: int = 60,
+    tls_only: bool | None = None,
 ) -> None:
     """Create what the stage's settings name. ``queue_consumer_timeout`` is the
-    Lambda timeout of ``handle_queued_events`` (sets the queue's visibility)."""
+    Lambda timeout of ``handle_queued_events`` (sets the queue's visibility).
+
+    ``tls_only`` puts the deny-without-TLS statement in the buckets' policies;
+    by default it does so unless the S3 endpoint is plain HTTP (a local
+    emulator), where that statement would refuse every request."""
     s3 = s3 or boto3.client("s3")
+    if tls_only is None:
+        tls_only = not str(s3.meta.endpoint_url).startswith("http://")
     for bucket in dict.fromkeys([settings.source_bucket, settings.dest_bucket]):
         ensure_bucket(s3, bucket, report)
+        lock_down_bucket(s3, bucket, report, tls_only=tls_only)
     if settings.db_backend == "dynamodb":
         ensure_table(ddb or boto3.client("dynamodb"), settings.ddb_table, report)
     else:
@@ -50,8 +65,9 @@ def provision(
     if settings.sns_topic_arn:
         ensure_topic(boto3.client("sns"), settings.sns_topic_arn, report)
     if settings.events_queue:
+        account = (sts or boto3.client("sts")).get_caller_identity()["Account"]
         queue_arn = ensure_queue(
-            boto3.client("sqs"), settings.events_queue, settings.source_bucket,
+            boto3.client("sqs"), settings.events_queue, settings.source_bucket, account,
             queue_consumer_timeout, report,
         )  # fmt: skip
         ensure_bucket_notification(s3, settings.source_bucket, queue_arn, report)
@@ -62,20 +78,16 @@ def provision(
 VISIBILITY_FACTOR = 6
 MAX_RECEIVE_COUNT = 5
 QUEUE_EVENTS = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*", "s3:LifecycleExpiration:*"]
+# Queues are encrypted with SQS-owned keys: with the AWS managed key aws/sqs,
+# S3 could not deliver notifications (its key policy cannot grant S3 use of it).
+SSE_SQS: dict[QueueAttributeNameType, str] = {"SqsManagedSseEnabled": "true"}
 
 
-def ensure_queue(
-    sqs: SQSClient, name: str, bucket: str, function_timeout: int, report: Report
-) -> str:
-    """The events queue, its dead-letter queue and a policy letting S3 send to
-    it from the source bucket only; returns the queue's ARN."""
-    dlq_url = sqs.create_queue(
-        QueueName=f"{name}-dlq", Attributes={"MessageRetentionPeriod": "1209600"}
-    )["QueueUrl"]
-    dlq_arn = _queue_arn(sqs, dlq_url)
-    url = sqs.create_queue(QueueName=name)["QueueUrl"]
-    arn = _queue_arn(sqs, url)
-    policy = {
+def events_queue_policy(queue_arn: str, source_arn: str, account: str) -> dict[str, Any]:
+    """Lets S3 send to the events queue from the source bucket of this account
+    only (a bucket of that name in another account cannot). Terraform writes
+    the same document."""
+    return {
         "Version": "2012-10-17",
         "Statement": [
             {
@@ -83,11 +95,31 @@ def ensure_queue(
                 "Effect": "Allow",
                 "Principal": {"Service": "s3.amazonaws.com"},
                 "Action": "sqs:SendMessage",
-                "Resource": arn,
-                "Condition": {"ArnEquals": {"aws:SourceArn": f"arn:aws:s3:::{bucket}"}},
+                "Resource": queue_arn,
+                "Condition": {
+                    "ArnEquals": {"aws:SourceArn": source_arn},
+                    "StringEquals": {"aws:SourceAccount": account},
+                },
             }
         ],
     }
+
+
+def ensure_queue(
+    sqs: SQSClient, name: str, bucket: str, account: str, function_timeout: int, report: Report
+) -> str:
+    """The events queue, its dead-letter queue (both SSE-SQS) and a policy
+    letting S3 send to it from the source bucket only; returns the queue's ARN."""
+    # Attributes that differ from an existing queue's make CreateQueue fail,
+    # so what a later release changes is set afterwards.
+    dlq_url = sqs.create_queue(
+        QueueName=f"{name}-dlq", Attributes={"MessageRetentionPeriod": "1209600"}
+    )["QueueUrl"]
+    sqs.set_queue_attributes(QueueUrl=dlq_url, Attributes=SSE_SQS)
+    dlq_arn = _queue_arn(sqs, dlq_url)
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = _queue_arn(sqs, url)
+    policy = events_queue_policy(arn, bucket_arn(bucket), account)
     sqs.set_queue_attributes(
         QueueUrl=url,
         Attributes={
@@ -96,6 +128,7 @@ def ensure_queue(
                 {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)}
             ),
             "Policy": json.dumps(policy),
+            **SSE_SQS,
         },
     )
     report(f"queue {name}: ready, dead letters to {name}-dlq after {MAX_RECEIVE_COUNT} receives")
@@ -217,6 +250,39 @@ def ensure_bucket(s3: S3Client, bucket: str, report: Report) -> None:
     report(f"bucket {bucket}: created")
 
 
+PUBLIC_ACCESS_BLOCK: PublicAccessBlockConfigurationTypeDef = {
+    "BlockPublicAcls": True,
+    "IgnorePublicAcls": True,
+    "BlockPublicPolicy": True,
+    "RestrictPublicBuckets": True,
+}
+# SSE-S3: with the AWS managed key aws/s3, a CDN's origin access could not read
+# renditions (that key's policy cannot grant CloudFront use of it).
+BUCKET_ENCRYPTION: ServerSideEncryptionConfigurationTypeDef = {
+    "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+}
+
+
+def lock_down_bucket(s3: S3Client, bucket: str, report: Report, *, tls_only: bool = True) -> None:
+    """Block public access, encrypt at rest (SSE-S3) and, with ``tls_only``,
+    refuse requests without TLS. The bucket's policy is merged: statements
+    whose ``Sid`` this project does not own are kept."""
+    s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=PUBLIC_ACCESS_BLOCK)
+    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=BUCKET_ENCRYPTION)
+    locked = "public access blocked, encrypted (SSE-S3)"
+    if tls_only:
+        try:
+            existing = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "NoSuchBucketPolicy":
+                raise
+            existing = None
+        policy = bucket_policy(bucket_arn(bucket), existing)
+        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+        locked += ", TLS only"
+    report(f"bucket {bucket}: {locked}")
+
+
 def ensure_table(ddb: DynamoDBClient, name: str, report: Report) -> None:
     definition = dynamodb.table_definition(name)
     try:
@@ -289,6 +355,7 @@ def ensure_failure_destination(
     url = sqs.create_queue(QueueName=name, Attributes={"MessageRetentionPeriod": "1209600"})[
         "QueueUrl"
     ]
+    sqs.set_queue_attributes(QueueUrl=url, Attributes=SSE_SQS)
     arn = _queue_arn(sqs, url)
     for handler in ("handle_object_created", "handle_object_removed"):
         function = f"{app_name}-{stage}-{handler}"

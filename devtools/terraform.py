@@ -9,11 +9,20 @@ cannot drift; a test keeps the checked-in file equal to this output.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from chalicelib.observability import NAMESPACE
 from chalicelib.repositories import dynamodb
-from devtools.provision import MAX_RECEIVE_COUNT, QUEUE_EVENTS, VISIBILITY_FACTOR
+from devtools.bucket_policy import bucket_policy
+from devtools.provision import (
+    BUCKET_ENCRYPTION,
+    MAX_RECEIVE_COUNT,
+    PUBLIC_ACCESS_BLOCK,
+    QUEUE_EVENTS,
+    VISIBILITY_FACTOR,
+    events_queue_policy,
+)
 
 DIRECT_HANDLERS = ("handle_object_created", "handle_object_removed")
 
@@ -48,6 +57,39 @@ def _table() -> dict[str, Any]:
         "ttl": {"attribute_name": dynamodb.TTL_ATTRIBUTE, "enabled": True},
         "point_in_time_recovery": {"enabled": True},
     }
+
+
+def _storage() -> dict[str, dict[str, Any]]:
+    """Public access block, SSE-S3 and the policy of each bucket, with the
+    settings ``provision`` applies. A policy is the whole document the shared
+    generator builds: statements other parts of the deployment own go into
+    that generator, not into a second policy of the same bucket. Without
+    ``dest_bucket`` the source bucket's resources cover the one bucket."""
+    [rule] = BUCKET_ENCRYPTION["Rules"]
+    encryption = {"sse_algorithm": rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"]}
+    access = {_snake(setting): value for setting, value in PUBLIC_ACCESS_BLOCK.items()}
+    storage: dict[str, dict[str, Any]] = {
+        "aws_s3_bucket_public_access_block": {},
+        "aws_s3_bucket_server_side_encryption_configuration": {},
+        "aws_s3_bucket_policy": {},
+    }
+    for name, count in (("source", None), ("dest", '${var.dest_bucket != "" ? 1 : 0}')):
+        bucket = f"aws_s3_bucket.{name}" + ("[0]" if count else "")
+        base: dict[str, Any] = ({"count": count} if count else {}) | {"bucket": f"${{{bucket}.id}}"}
+        storage["aws_s3_bucket_public_access_block"][name] = base | access
+        storage["aws_s3_bucket_server_side_encryption_configuration"][name] = base | {
+            "rule": [{"apply_server_side_encryption_by_default": encryption}]
+        }
+        storage["aws_s3_bucket_policy"][name] = base | {
+            "policy": json.dumps(bucket_policy(f"${{{bucket}.arn}}")),
+            # S3 refuses a policy change while the public access block changes.
+            "depends_on": [f"aws_s3_bucket_public_access_block.{name}"],
+        }
+    return storage
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 def _widget(title: str, metrics: list[list[Any]], stat: str, x: int, y: int) -> dict[str, Any]:
@@ -146,7 +188,7 @@ def document() -> dict[str, Any]:
                 False,
             ),
         },
-        "data": {"aws_region": {"current": {}}},
+        "data": {"aws_region": {"current": {}}, "aws_caller_identity": {"current": {}}},
         "resource": {
             "aws_cloudwatch_dashboard": {
                 "pipeline": {"dashboard_name": prefix, "dashboard_body": dashboard()}
@@ -158,15 +200,7 @@ def document() -> dict[str, Any]:
                     "bucket": "${var.dest_bucket}",
                 },
             },
-            "aws_s3_bucket_public_access_block": {
-                "source": {
-                    "bucket": "${aws_s3_bucket.source.id}",
-                    "block_public_acls": True,
-                    "block_public_policy": True,
-                    "ignore_public_acls": True,
-                    "restrict_public_buckets": True,
-                }
-            },
+            **_storage(),
             "aws_dynamodb_table": {"records": _table()},
             "aws_sns_topic": {
                 "outcomes": {
@@ -179,10 +213,12 @@ def document() -> dict[str, Any]:
                     "count": sqs_mode,
                     "name": "${var.events_queue}-dlq",
                     "message_retention_seconds": 1209600,
+                    "sqs_managed_sse_enabled": True,
                 },
                 "events": {
                     "count": sqs_mode,
                     "name": "${var.events_queue}",
+                    "sqs_managed_sse_enabled": True,
                     "visibility_timeout_seconds": visibility,
                     "redrive_policy": "${jsonencode({deadLetterTargetArn = "
                     f"aws_sqs_queue.events_dlq[0].arn, maxReceiveCount = {MAX_RECEIVE_COUNT}}})}}",
@@ -190,17 +226,20 @@ def document() -> dict[str, Any]:
                 "failures": {
                     "name": f"{prefix}-failed-events",
                     "message_retention_seconds": 1209600,
+                    "sqs_managed_sse_enabled": True,
                 },
             },
             "aws_sqs_queue_policy": {
                 "events": {
                     "count": sqs_mode,
                     "queue_url": "${aws_sqs_queue.events[0].id}",
-                    "policy": '${jsonencode({Version = "2012-10-17", Statement = [{'
-                    'Sid = "S3SendsUploadEvents", Effect = "Allow", '
-                    'Principal = {Service = "s3.amazonaws.com"}, Action = "sqs:SendMessage", '
-                    "Resource = aws_sqs_queue.events[0].arn, Condition = {ArnEquals = "
-                    '{"aws:SourceArn" = aws_s3_bucket.source.arn}}}]})}',
+                    "policy": json.dumps(
+                        events_queue_policy(
+                            "${aws_sqs_queue.events[0].arn}",
+                            "${aws_s3_bucket.source.arn}",
+                            "${data.aws_caller_identity.current.account_id}",
+                        )
+                    ),
                 }
             },
             # Owns the bucket's WHOLE notification configuration: add any other

@@ -1,12 +1,18 @@
-"""``manage.py provision``: idempotent, and it mends a table missing pieces."""
+"""``manage.py provision``: idempotent, it mends a table missing pieces, and
+it locks the storage down."""
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 import boto3
 
 from chalicelib.repositories.dynamodb import TTL_ATTRIBUTE, table_definition
 from chalicelib.settings import Settings
 from devtools.provision import ensure_failure_destination, provision
+
+TWO_BUCKETS = {"SOURCE_BUCKET": "in-box", "DEST_BUCKET": "out-box", "DDB_TABLE": "records"}
 
 
 def test_provision_twice_creates_everything_once(aws: str) -> None:
@@ -17,7 +23,7 @@ def test_provision_twice_creates_everything_once(aws: str) -> None:
     provision(settings, report=said.append)
     provision(settings, report=said.append)
 
-    assert said[:3] == [
+    assert [line for line in said if line.endswith(": created")][:3] == [
         "bucket in-box: created",
         "bucket out-box: created",
         "table records: created",
@@ -71,3 +77,128 @@ def test_failure_destination_for_the_direct_handlers(aws: str) -> None:
         assert config["DestinationConfig"]["OnFailure"]["Destination"] == arn
         assert config["MaximumRetryAttempts"] == 2
     assert len(said) == 2
+
+
+def _statements(bucket: str) -> list[dict[str, Any]]:
+    policy = json.loads(boto3.client("s3").get_bucket_policy(Bucket=bucket)["Policy"])
+    return list(policy["Statement"])
+
+
+def _denies_plain_http(statement: dict[str, Any], bucket: str) -> bool:
+    return (
+        statement["Effect"] == "Deny"
+        and statement["Principal"] in ("*", {"AWS": "*"})
+        and statement["Action"] in ("s3:*", ["s3:*"])
+        and set(statement["Resource"]) == {f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"}
+        and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    )
+
+
+def test_both_buckets_are_blocked_encrypted_and_tls_only(aws: str) -> None:
+    provision(Settings.from_env(TWO_BUCKETS), report=lambda _: None, tls_only=True)
+
+    s3 = boto3.client("s3")
+    for bucket in ("in-box", "out-box"):
+        block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+        assert block == {
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        }
+        [rule] = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"][
+            "Rules"
+        ]
+        assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+        [statement] = _statements(bucket)
+        assert _denies_plain_http(statement, bucket)
+
+
+def test_one_bucket_for_both_roles_gets_one_policy(aws: str) -> None:
+    settings = Settings.from_env({"SOURCE_BUCKET": "in-box", "DDB_TABLE": "records"})
+
+    provision(settings, report=lambda _: None, tls_only=True)
+
+    [statement] = _statements("in-box")
+    assert _denies_plain_http(statement, "in-box")
+
+
+def test_a_statement_provision_did_not_write_survives_it(aws: str) -> None:
+    settings = Settings.from_env(TWO_BUCKETS)
+    provision(settings, report=lambda _: None, tls_only=True)
+    cdn_reads = {
+        "Sid": "CloudFrontReadsRenditions",
+        "Effect": "Allow",
+        "Principal": {"Service": "cloudfront.amazonaws.com"},
+        "Action": "s3:GetObject",
+        "Resource": "arn:aws:s3:::out-box/resized/*",
+        "Condition": {"StringEquals": {"AWS:SourceArn": "arn:aws:cloudfront::1:distribution/D"}},
+    }
+    s3 = boto3.client("s3")
+    policy = json.loads(s3.get_bucket_policy(Bucket="out-box")["Policy"])
+    policy["Statement"].append(cdn_reads)
+    s3.put_bucket_policy(Bucket="out-box", Policy=json.dumps(policy))
+
+    provision(settings, report=lambda _: None, tls_only=True)
+
+    statements = _statements("out-box")
+    assert cdn_reads in statements
+    assert len(statements) == 2 and any(_denies_plain_http(s, "out-box") for s in statements)
+
+
+def test_a_plain_http_emulator_stays_usable(aws: str) -> None:
+    """Over plain HTTP a TLS-only statement would refuse every request: by
+    default provision leaves it out there and still blocks and encrypts."""
+    provision(Settings.from_env(TWO_BUCKETS), report=lambda _: None)
+
+    s3 = boto3.client("s3")
+    for bucket in ("in-box", "out-box"):
+        assert s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+        s3.put_object(Bucket=bucket, Key="photos/cat.jpg", Body=b"cat")
+        assert s3.get_object(Bucket=bucket, Key="photos/cat.jpg")["Body"].read() == b"cat"
+
+
+def test_only_the_stage_bucket_of_this_account_can_send_events(aws: str) -> None:
+    settings = Settings.from_env(TWO_BUCKETS | {"EVENTS_QUEUE": "events"})
+
+    provision(settings, report=lambda _: None)
+
+    sqs = boto3.client("sqs")
+    url = sqs.get_queue_url(QueueName="events")["QueueUrl"]
+    policy = json.loads(
+        sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])["Attributes"]["Policy"]
+    )
+    [statement] = policy["Statement"]
+    account = boto3.client("sts").get_caller_identity()["Account"]
+    assert statement["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert statement["Condition"] == {
+        "ArnEquals": {"aws:SourceArn": "arn:aws:s3:::in-box"},
+        "StringEquals": {"aws:SourceAccount": account},
+    }
+
+
+class _Lambda:
+    """Takes the on-failure destinations without functions to attach them to."""
+
+    def put_function_event_invoke_config(self, **config: Any) -> None:
+        pass
+
+
+def test_queues_are_encrypted_with_sqs_managed_keys(aws: str) -> None:
+    """Queues an earlier release made unencrypted are encrypted (SSE-SQS)."""
+    sqs = boto3.client("sqs")
+    sqs.create_queue(QueueName="events", Attributes={"SqsManagedSseEnabled": "false"})
+    for name in ("events-dlq", "image-pipeline-prod-failed-events"):
+        sqs.create_queue(
+            QueueName=name,
+            Attributes={"SqsManagedSseEnabled": "false", "MessageRetentionPeriod": "1209600"},
+        )
+
+    provision(Settings.from_env(TWO_BUCKETS | {"EVENTS_QUEUE": "events"}), report=lambda _: None)
+    ensure_failure_destination("image-pipeline", "prod", lambda _: None, lambda_client=_Lambda())
+
+    for name in ("events-dlq", "events", "image-pipeline-prod-failed-events"):
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        found = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        assert found["SqsManagedSseEnabled"] == "true", name
+        assert "KmsMasterKeyId" not in found, name

@@ -108,7 +108,7 @@ def test_provision_sets_up_the_queue(queued: Stack) -> None:
     assert statement["Principal"] == {"Service": "s3.amazonaws.com"}
     assert statement["Action"] == "sqs:SendMessage"
     assert statement["Resource"] == attributes["QueueArn"]
-    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": "arn:aws:s3:::uploads"}}
+    assert statement["Condition"]["ArnEquals"] == {"aws:SourceArn": "arn:aws:s3:::uploads"}
 
 
 def test_provision_merges_into_the_bucket_notifications(queued: Stack) -> None:

@@ -59,13 +59,53 @@ def test_queue_mode_and_failure_destination() -> None:
     assert "events_queue" in notification["count"]
     events = resources["aws_sqs_queue"]["events"]
     assert "maxReceiveCount = 5" in events["redrive_policy"]
-    policy = resources["aws_sqs_queue_policy"]["events"]["policy"]
-    assert '"aws:SourceArn" = aws_s3_bucket.source.arn' in policy
+    [statement] = json.loads(resources["aws_sqs_queue_policy"]["events"]["policy"])["Statement"]
+    assert statement["Condition"] == {
+        "ArnEquals": {"aws:SourceArn": "${aws_s3_bucket.source.arn}"},
+        "StringEquals": {"aws:SourceAccount": "${data.aws_caller_identity.current.account_id}"},
+    }
     configs = resources["aws_lambda_function_event_invoke_config"]
     assert set(configs) == {"handle_object_created", "handle_object_removed"}
     for config in configs.values():
         destination = config["destination_config"]["on_failure"]["destination"]
         assert destination == "${aws_sqs_queue.failures.arn}"
+
+
+BUCKETS = {"source": "aws_s3_bucket.source", "dest": "aws_s3_bucket.dest[0]"}
+
+
+def test_both_buckets_are_blocked_encrypted_and_tls_only() -> None:
+    resources = json.loads(INFRA.read_text())["resource"]
+    for name, bucket in BUCKETS.items():
+        count = resources["aws_s3_bucket"][name].get("count")
+        block = resources["aws_s3_bucket_public_access_block"][name]
+        assert block.get("count") == count and block["bucket"] == f"${{{bucket}.id}}"
+        for setting in (
+            "block_public_acls",
+            "ignore_public_acls",
+            "block_public_policy",
+            "restrict_public_buckets",
+        ):
+            assert block[setting] is True, (name, setting)
+        encryption = resources["aws_s3_bucket_server_side_encryption_configuration"][name]
+        assert encryption.get("count") == count and encryption["bucket"] == f"${{{bucket}.id}}"
+        [rule] = encryption["rule"]
+        assert rule["apply_server_side_encryption_by_default"] == {"sse_algorithm": "AES256"}
+        policy = resources["aws_s3_bucket_policy"][name]
+        assert policy.get("count") == count and policy["bucket"] == f"${{{bucket}.id}}"
+        [statement] = json.loads(policy["policy"])["Statement"]
+        assert statement["Effect"] == "Deny" and statement["Action"] == "s3:*"
+        assert statement["Principal"] == "*"
+        assert statement["Resource"] == [f"${{{bucket}.arn}}", f"${{{bucket}.arn}}/*"]
+        assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_every_queue_is_encrypted_with_sqs_managed_keys() -> None:
+    queues = json.loads(INFRA.read_text())["resource"]["aws_sqs_queue"]
+    assert set(queues) == {"events", "events_dlq", "failures"}
+    for name, queue in queues.items():
+        assert queue.get("sqs_managed_sse_enabled") is True, name
+        assert "kms_master_key_id" not in queue, name
 
 
 def test_outputs_are_settings_the_stage_takes(tmp_path: Path) -> None:
