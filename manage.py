@@ -16,7 +16,6 @@ from chalicelib.settings import Settings, SettingsError
 from devtools.stages import (
     StageError,
     function_timeout,
-    in_vpc,
     stage_environment,
     timeout_problems,
 )
@@ -41,15 +40,21 @@ def cmd_provision(args: argparse.Namespace) -> int:
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
-    from devtools.policy import render
-    from devtools.provision import failed_events_queue
-    from devtools.stages import PROJECT_DIR, app_name
+    from devtools.policy import resolve_scope, write_stage
+    from devtools.stages import PROJECT_DIR
 
-    failures = failed_events_queue(app_name(), args.stage)
-    text = render(_stage_settings(args.stage), in_vpc(args.stage), failures)
-    path = PROJECT_DIR / ".chalice" / f"policy-{args.stage}.json"
-    path.write_text(text)
-    print(f"wrote {path.relative_to(PROJECT_DIR)}")
+    _stage_settings(args.stage)  # an unknown stage or bad settings stop here, before STS
+    try:
+        region, account, notes = resolve_scope(args.region, args.account)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"stage {args.stage}: one role per function, region {region}, account {account}")
+    for path in write_stage(args.stage, PROJECT_DIR, region, account):
+        verb = "wrote" if path.exists() else "removed"
+        print(f"{verb} {path.relative_to(PROJECT_DIR)}")
     return 0
 
 
@@ -165,8 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stage", default="dev")
     p.add_argument("file", help="the output of: terraform output -json chalice_environment")
     p.set_defaults(run=cmd_terraform_env)
-    p = commands.add_parser("policy", help="write .chalice/policy-STAGE.json from its settings")
+    p = commands.add_parser(
+        "policy", help="write each function's .chalice/policy-STAGE-FUNCTION.json from the settings"
+    )
     p.add_argument("--stage", default="dev")
+    p.add_argument("--region", help="the stage's region (default: the AWS session's)")
+    p.add_argument("--account", help="the stage's account id (default: STS GetCallerIdentity)")
     p.set_defaults(run=cmd_policy)
     args = parser.parse_args(argv)
     try:
