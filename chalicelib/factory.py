@@ -120,12 +120,13 @@ _POOLS_LOCK = threading.Lock()
 
 
 def isolated_imaging(workers: int = 1) -> IsolatedImaging:
-    """The process's imaging workers (``workers`` of them, started now), shared
-    by every pipeline the process builds: one per Lambda container, however
-    often tests or tools build pipelines."""
+    """The process's imaging workers (up to ``workers``), shared by every
+    pipeline the process builds: one pool per Lambda container, however often
+    tests or tools build pipelines. A worker starts when the first source needs
+    it, so a function that never decodes (the removal handler) starts none."""
     with _POOLS_LOCK:
         if workers not in _POOLS:
-            pool = WorkerPool(workers, worker_memory_bytes(workers)).start()
+            pool = WorkerPool(workers, worker_memory_bytes(workers))
             atexit.register(pool.close)
             _POOLS[workers] = IsolatedImaging(pool)
         return _POOLS[workers]

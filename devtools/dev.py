@@ -198,8 +198,9 @@ def run(options: Options) -> int:
             queue_consumer_timeout=function_timeout(options.stage, "handle_queued_events"),
         )
         import app  # after the environment is the stage's: it registers by mode
+        from chalicelib.factory import isolated_imaging
 
-        app._pipeline()  # its imaging workers start now, before the pump's and server's threads
+        isolated_imaging().pool.start()  # the pump's workers, before its thread exists
 
         pump = EventPump(
             app,
