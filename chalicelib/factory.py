@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import ssl
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -81,8 +82,15 @@ def mysql_connect(settings: Settings, database: str | None = None) -> Callable[[
     With ``DB_SECRET_ARN`` the password (and any host, port, username or
     dbname the secret holds, as RDS-managed secrets do) is read from Secrets
     Manager at each connect, so a rotated password is picked up on reconnect.
+    With ``DB_TLS`` every connection is TLS, the server's certificate checked
+    against ``DB_TLS_CA`` and its name against the host connected to.
     """
     from chalicelib.repositories.mysql import connect_function
+
+    tls = None
+    if settings.db_tls:
+        tls = ssl.create_default_context(cafile=settings.db_tls_ca)
+        tls.check_hostname, tls.verify_mode = True, ssl.CERT_REQUIRED
 
     def connect() -> Any:
         host, port, user = settings.db_host, settings.db_port, settings.db_user
@@ -93,7 +101,7 @@ def mysql_connect(settings: Settings, database: str | None = None) -> Callable[[
             host, user = secret.get("host", host), secret.get("username", user)
             port, name = int(secret.get("port", port)), secret.get("dbname", name)
         return connect_function(
-            host, port, user, password, name if database is None else database
+            host, port, user, password, name if database is None else database, tls=tls
         )()
 
     return connect

@@ -12,8 +12,10 @@ import functools
 import hashlib
 import importlib.util
 import os
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from chalicelib.imaging.formats import OUTPUT_FORMATS
@@ -28,6 +30,10 @@ BACKENDS = ("dynamodb", "mysql")
 API_AUTHS = ("none", "iam", "api_key")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
+# The CA bundle DB_TLS verifies the server against by default: AWS's RDS global
+# bundle, when the package ships it (it is not checked in: download it).
+RDS_CA_BUNDLE = Path(__file__).resolve().parent / "certs" / "rds-global-bundle.pem"
+RDS_CA_URL = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
 
 
 class SettingsError(ValueError):
@@ -69,6 +75,8 @@ class Settings:
     db_password: str = ""
     db_name: str = ""
     db_secret_arn: str = ""
+    db_tls: bool = False
+    db_tls_ca: str = str(RDS_CA_BUNDLE)
     sns_topic_arn: str = ""
     metadata_function: str = ""
     events_queue: str = ""
@@ -130,6 +138,8 @@ class Settings:
             db_password=reader.text("DB_PASSWORD"),
             db_name=reader.text("DB_NAME", required=backend == "mysql"),
             db_secret_arn=reader.text("DB_SECRET_ARN"),
+            db_tls=reader.boolean("DB_TLS", False),
+            db_tls_ca=reader.text("DB_TLS_CA") or str(RDS_CA_BUNDLE),
             sns_topic_arn=reader.text("SNS_TOPIC_ARN"),
             metadata_function=reader.text("METADATA_FUNCTION"),
             events_queue=reader.text("EVENTS_QUEUE"),
@@ -144,6 +154,10 @@ class Settings:
                 "IMAGE_ENGINE=vips needs pyvips, which is not installed: "
                 "pip install -r requirements.txt (pyvips-binary bundles libvips)"
             )
+        if settings.db_tls:
+            problem = _tls_ca_problem(settings.db_tls_ca, given=bool(reader.text("DB_TLS_CA")))
+            if problem:
+                reader.problems.append(problem)
         # Either way round, an upload could land on a rendition's key (or be
         # ignored as one), so the two prefixes must not nest.
         upload, rendition = settings.upload_prefix, settings.rendition_prefix
@@ -230,3 +244,29 @@ def _suffixes(text: str) -> tuple[str, ...]:
     if bad or not suffixes:
         raise ValueError("list suffixes with their dot, like .jpg,.png")
     return suffixes
+
+
+def _tls_ca_problem(path: str, *, given: bool) -> str | None:
+    """Why ``path`` cannot verify the MySQL server's certificate (None: it can).
+
+    Checked here, once, so a stage with a missing or wrong bundle is refused at
+    deploy time rather than failing every connection with an SSL error.
+    """
+    if not given and not Path(path).is_file():
+        return (
+            "DB_TLS=true verifies the server against the RDS global CA bundle, which is "
+            f"not in the package: download {RDS_CA_URL} into "
+            "chalicelib/certs/rds-global-bundle.pem, or set DB_TLS_CA to a PEM CA bundle"
+        )
+    fix = f"set DB_TLS_CA to a file of PEM CA certificates (for RDS: {RDS_CA_URL})"
+    try:
+        text = Path(path).read_text(encoding="ascii", errors="replace")
+    except OSError as exc:
+        return f"DB_TLS_CA={path!r} cannot be read ({exc.strerror}): {fix}"
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        return f"DB_TLS_CA={path!r} holds no PEM certificate: {fix}"
+    try:
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError as exc:
+        return f"DB_TLS_CA={path!r} is not a valid PEM certificate bundle ({exc}): {fix}"
+    return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+import ssl
 import threading
 import time
 import uuid
@@ -125,8 +126,18 @@ class Connector:
 
 
 def connect_function(
-    host: str, port: int, user: str, password: str, database: str, timeout: float = 10
+    host: str,
+    port: int,
+    user: str,
+    password: str,
+    database: str,
+    timeout: float = 10,
+    tls: ssl.SSLContext | None = None,
 ) -> Callable[[], pymysql.Connection[Cursor]]:
+    """Opens connections; with ``tls``, only over TLS with that context (a
+    server that does not offer TLS, or whose certificate the context rejects,
+    is refused). Without it PyMySQL's default applies."""
+
     def connect() -> pymysql.Connection[Cursor]:
         return pymysql.connect(
             host=host,
@@ -140,6 +151,7 @@ def connect_function(
             read_timeout=timeout * 3,
             write_timeout=timeout * 3,
             init_command="SET time_zone = '+00:00'",
+            ssl=tls,
         )
 
     return connect

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
-from chalicelib.settings import Settings, SettingsError
+from chalicelib.settings import RDS_CA_BUNDLE, Settings, SettingsError
 from tests.support import layout_1_fingerprint
 
 MINIMAL = {"SOURCE_BUCKET": "src", "DDB_TABLE": "images"}
@@ -129,3 +130,53 @@ def test_vips_engine_without_pyvips_is_refused(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(SettingsError, match=r"IMAGE_ENGINE=vips needs pyvips"):
         Settings.from_env(MINIMAL | {"IMAGE_ENGINE": "vips"})
     assert Settings.from_env(MINIMAL).image_engine == "pillow"
+
+
+MYSQL = MINIMAL | {"DB_BACKEND": "mysql", "DB_HOST": "db", "DB_USER": "u", "DB_NAME": "images"}
+
+
+def test_tls_is_off_by_default_and_the_ca_is_the_packaged_rds_bundle() -> None:
+    s = Settings.from_env(MYSQL)
+    assert s.db_tls is False
+    bundle = Path(s.db_tls_ca)
+    assert bundle.is_absolute()  # found whatever the working directory
+    assert bundle.parts[-3:] == ("chalicelib", "certs", "rds-global-bundle.pem")
+
+
+def test_tls_with_a_ca_bundle() -> None:
+    certifi = pytest.importorskip("certifi")  # any real bundle of PEM CA certificates
+    s = Settings.from_env(MYSQL | {"DB_TLS": "true", "DB_TLS_CA": certifi.where()})
+    assert (s.db_tls, s.db_tls_ca) == (True, certifi.where())
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        None,
+        b"not a certificate\n",
+        b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
+    ],
+    ids=["missing", "not-pem", "corrupt-pem"],
+)
+def test_tls_ca_that_cannot_verify_is_refused(tmp_path: Path, content: bytes | None) -> None:
+    ca = tmp_path / "ca.pem"
+    if content is not None:
+        ca.write_bytes(content)
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(MYSQL | {"DB_TLS": "true", "DB_TLS_CA": str(ca)})
+    [problem] = raised.value.problems
+    assert problem.startswith(f"DB_TLS_CA={str(ca)!r}")
+    assert "set DB_TLS_CA to a file of PEM CA certificates" in problem
+    # Without DB_TLS the file is not used, so not checked.
+    assert not Settings.from_env(MYSQL | {"DB_TLS_CA": str(ca)}).db_tls
+
+
+def test_tls_without_the_rds_bundle_says_where_to_get_it() -> None:
+    if RDS_CA_BUNDLE.exists():
+        pytest.skip("the RDS global bundle is shipped in chalicelib/certs/")
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(MYSQL | {"DB_TLS": "true"})
+    [problem] = raised.value.problems
+    assert "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem" in problem
+    assert "chalicelib/certs/rds-global-bundle.pem" in problem
+    assert "DB_TLS_CA" in problem
