@@ -33,6 +33,7 @@ from typing import Any
 
 from chalicelib.repositories.dynamodb import BY_FOLDER, BY_STATUS, TOKEN_KEY
 from chalicelib.settings import Settings
+from devtools.stages import function_setting
 
 Policy = dict[str, Any]
 Statement = dict[str, Any]
@@ -308,19 +309,8 @@ def _config(project_dir: Path) -> dict[str, Any]:
 
 
 def function_in_vpc(config: Mapping[str, Any], stage: str, function: str) -> bool:
-    """Whether Chalice puts ``function`` in a VPC, looking ``subnet_ids`` up as
-    Chalice does: the stage's function entry, the stage, the top-level
-    function entry, the top level."""
-    stage_config = config.get("stages", {}).get(stage, {})
-    for scope in (
-        stage_config.get("lambda_functions", {}).get(function, {}),
-        stage_config,
-        config.get("lambda_functions", {}).get(function, {}),
-        config,
-    ):
-        if scope.get("subnet_ids") is not None:
-            return bool(scope["subnet_ids"])
-    return False
+    """Whether Chalice puts ``function`` in a VPC (``subnet_ids`` set for it)."""
+    return bool(function_setting(config, stage, function, "subnet_ids"))
 
 
 def stage_policies(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -26,9 +28,10 @@ def stage_environment(stage: str, project_dir: Path = PROJECT_DIR) -> dict[str, 
     return {k: str(v) for k, v in env.items()}
 
 
-def function_timeout(stage: str, function: str, project_dir: Path = PROJECT_DIR) -> int:
-    """The Lambda timeout Chalice gives ``function`` in ``stage`` (its default: 60 s)."""
-    config = json.loads((project_dir / ".chalice" / "config.json").read_text())
+def function_setting(config: Mapping[str, Any], stage: str, function: str, name: str) -> Any:
+    """The setting ``name`` of ``function`` in ``stage``, looked up as Chalice
+    does: the stage's function entry, the stage, the top-level function
+    entry, the top level; None where none sets it."""
     stage_config = config.get("stages", {}).get(stage, {})
     for scope in (
         stage_config.get("lambda_functions", {}).get(function, {}),
@@ -36,9 +39,16 @@ def function_timeout(stage: str, function: str, project_dir: Path = PROJECT_DIR)
         config.get("lambda_functions", {}).get(function, {}),
         config,
     ):
-        if "lambda_timeout" in scope:
-            return int(scope["lambda_timeout"])
-    return 60
+        if scope.get(name) is not None:
+            return scope[name]
+    return None
+
+
+def function_timeout(stage: str, function: str, project_dir: Path = PROJECT_DIR) -> int:
+    """The Lambda timeout Chalice gives ``function`` in ``stage`` (its default: 60 s)."""
+    config = json.loads((project_dir / ".chalice" / "config.json").read_text())
+    timeout = function_setting(config, stage, function, "lambda_timeout")
+    return 60 if timeout is None else int(timeout)
 
 
 def in_vpc(stage: str, project_dir: Path = PROJECT_DIR) -> bool:
