@@ -54,7 +54,11 @@ class PortInUse(SystemExit):
 
 
 def check_port(host: str, port: int, option: str) -> None:
+    """Refuse a port that something listens on. With SO_REUSEADDR, as the
+    servers themselves bind, so that connections of an earlier run waiting in
+    TIME_WAIT do not count as "in use"."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
