@@ -87,7 +87,13 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
     settings = _stage_settings(args.stage)
     options = backfill.Options(
-        args.prefix, args.only_missing, args.via_queue, args.workers, args.prune, args.dry_run
+        args.prefix,
+        args.only_missing,
+        args.via_queue,
+        args.workers,
+        args.prune,
+        args.dry_run,
+        retry_failed=args.retry_failed,
     )
     stop = threading.Event()
 
@@ -149,7 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--only-missing",
         action="store_true",
-        help="skip images processed from the same content with the current settings",
+        help="skip images processed, or failed, from the same content with the current settings",
+    )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="with --only-missing: process failed images again even when nothing changed",
     )
     p.add_argument(
         "--via-queue",

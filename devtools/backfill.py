@@ -71,6 +71,7 @@ class Options:
     dry_run: bool = False
     progress: bool = True
     prune_grace: timedelta = PRUNE_GRACE
+    retry_failed: bool = False  # with only_missing: process failed records again too
 
 
 def list_objects(s3: Any, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
@@ -91,12 +92,17 @@ def backfill_event(bucket: str, obj: dict[str, Any]) -> ObjectEvent:
     )
 
 
-def is_done(repository: Repository, settings: Settings, event: ObjectEvent) -> bool:
-    """Processed already, from this content, with the current rendition settings."""
+def is_done(
+    repository: Repository, settings: Settings, event: ObjectEvent, retry_failed: bool = False
+) -> bool:
+    """Processed already, from this content, with the current rendition settings;
+    or failed so, unless ``retry_failed``: nothing has changed that could make
+    it pass now."""
     record = repository.get(keys.image_id(event.bucket, event.key))
+    settled = (Status.PROCESSED,) if retry_failed else (Status.PROCESSED, Status.FAILED)
     return (
         record is not None
-        and record.status is Status.PROCESSED
+        and record.status in settled
         and record.etag == event.etag
         and record.fingerprint == settings.fingerprint
     )
@@ -153,7 +159,9 @@ def run(
     ]  # fmt: skip
     todo = []
     for event in events:
-        if options.only_missing and is_done(reference.repository, settings, event):
+        if options.only_missing and is_done(
+            reference.repository, settings, event, options.retry_failed
+        ):
             summary.skipped += 1
         else:
             todo.append(event)

@@ -164,3 +164,19 @@ def test_via_queue_sends_synthetic_notifications(
     event = stack.client.events.generate_sqs_event(message_bodies=bodies, queue_name="q")
     outcomes = stack.invoke("handle_queued_events", event)
     assert outcomes == ["processed"] * 25
+
+
+def test_only_missing_leaves_unchanged_failures_alone_unless_asked(stack: Stack) -> None:
+    """A file that failed, unchanged and under unchanged settings, would fail
+    again: --only-missing skips it; --retry-failed processes it once more."""
+    assert stack.upload("old/broken.jpg", b"not an image at all") == ["failed"]
+    assert stack.upload("old/fine.jpg", tiny_jpeg(1)) == ["processed"]
+    [before] = stack.images("?status=failed")
+
+    skipping = run(stack, Options(only_missing=True, progress=False))
+    assert (skipping.skipped, skipping.processed, skipping.failed) == (2, 0, 0)
+
+    retrying = run(stack, Options(only_missing=True, retry_failed=True, progress=False))
+    assert (retrying.skipped, retrying.failed) == (1, 1)
+    [after] = stack.images("?status=failed")
+    assert after["error"] == before["error"] and after["updated_at"] >= before["updated_at"]
