@@ -12,11 +12,12 @@ import functools
 import hashlib
 import importlib.util
 import os
+import re
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from chalicelib.imaging.formats import OUTPUT_FORMATS
 from chalicelib.imaging.geometry import GeometryError, RenditionSpec, parse_renditions
@@ -31,9 +32,12 @@ API_AUTHS = ("none", "iam", "api_key")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 # The CA bundle DB_TLS verifies the server against by default: AWS's RDS global
-# bundle, when the package ships it (it is not checked in: download it).
+# bundle, shipped in the package (chalicelib/certs/README.md says from where).
 RDS_CA_BUNDLE = Path(__file__).resolve().parent / "certs" / "rds-global-bundle.pem"
 RDS_CA_URL = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
+# An RDS endpoint names its region: name.id.REGION.rds.amazonaws.com.
+_RDS_HOST = re.compile(r"\.([a-z]{2}(?:-gov)?-[a-z]+-\d+)\.rds\.amazonaws\.com\.?$")
+_RDS_CA_REGION = re.compile(r"^Amazon RDS ([a-z]{2}(?:-gov)?-[a-z]+-\d+) ")
 
 
 class SettingsError(ValueError):
@@ -155,7 +159,10 @@ class Settings:
                 "pip install -r requirements.txt (pyvips-binary bundles libvips)"
             )
         if settings.db_tls:
-            problem = _tls_ca_problem(settings.db_tls_ca, given=bool(reader.text("DB_TLS_CA")))
+            given = bool(reader.text("DB_TLS_CA"))
+            problem = _tls_ca_problem(settings.db_tls_ca, given=given)
+            if not problem and not given:
+                problem = _rds_region_problem(settings.db_host)
             if problem:
                 reader.problems.append(problem)
         # Either way round, an upload could land on a rendition's key (or be
@@ -238,6 +245,36 @@ class _Reader:
             return parser(default)
 
 
+def _rds_region_problem(host: str) -> str | None:
+    """Why the packaged RDS bundle cannot verify ``host`` (None: it can, or
+    ``host`` is not an RDS endpoint whose region it names).
+
+    The bundle holds the CAs of the regions that existed when it was made; an
+    endpoint in a newer region would fail every connection's handshake.
+    """
+    match = _RDS_HOST.search(host.lower())
+    if match is None or match.group(1) in rds_bundle_regions():
+        return None
+    return (
+        f"DB_HOST is an RDS endpoint in {match.group(1)}, a region whose CAs the packaged "
+        f"RDS bundle does not hold: set DB_TLS_CA to AWS's current bundle ({RDS_CA_URL}), "
+        "saved in the package or on the function's filesystem"
+    )
+
+
+@functools.cache
+def rds_bundle_regions() -> frozenset[str]:
+    """The regions whose RDS CAs the packaged bundle holds (by their subjects)."""
+    context = ssl.create_default_context(cafile=str(RDS_CA_BUNDLE))
+    regions = set()
+    for cert in context.get_ca_certs():
+        subject = cast(tuple[tuple[tuple[str, str], ...], ...], cert["subject"])
+        names = [value for rdn in subject for key, value in rdn if key == "commonName"]
+        if names and (match := _RDS_CA_REGION.match(names[0])):
+            regions.add(match.group(1))
+    return frozenset(regions)
+
+
 def _suffixes(text: str) -> tuple[str, ...]:
     suffixes = tuple(s.strip().lower() for s in text.split(",") if s.strip())
     bad = [s for s in suffixes if not s.startswith(".")]
@@ -255,8 +292,8 @@ def _tls_ca_problem(path: str, *, given: bool) -> str | None:
     if not given and not Path(path).is_file():
         return (
             "DB_TLS=true verifies the server against the RDS global CA bundle, which is "
-            f"not in the package: download {RDS_CA_URL} into "
-            "chalicelib/certs/rds-global-bundle.pem, or set DB_TLS_CA to a PEM CA bundle"
+            "missing from chalicelib/certs/rds-global-bundle.pem: restore it from "
+            f"{RDS_CA_URL}, or set DB_TLS_CA to a PEM CA bundle"
         )
     fix = f"set DB_TLS_CA to a file of PEM CA certificates (for RDS: {RDS_CA_URL})"
     try:

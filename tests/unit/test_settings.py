@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.settings import RDS_CA_BUNDLE, Settings, SettingsError
+from chalicelib.settings import RDS_CA_BUNDLE, Settings, SettingsError, _tls_ca_problem
 from tests.support import layout_1_fingerprint
 
 MINIMAL = {"SOURCE_BUCKET": "src", "DDB_TABLE": "images"}
@@ -171,12 +171,31 @@ def test_tls_ca_that_cannot_verify_is_refused(tmp_path: Path, content: bytes | N
     assert not Settings.from_env(MYSQL | {"DB_TLS_CA": str(ca)}).db_tls
 
 
-def test_tls_without_the_rds_bundle_says_where_to_get_it() -> None:
-    if RDS_CA_BUNDLE.exists():
-        pytest.skip("the RDS global bundle is shipped in chalicelib/certs/")
+def test_tls_verifies_against_the_shipped_rds_bundle_by_default() -> None:
+    s = Settings.from_env(
+        MYSQL | {"DB_TLS": "true", "DB_HOST": "db.c9.eu-west-1.rds.amazonaws.com"}
+    )
+    assert (s.db_tls, s.db_tls_ca) == (True, str(RDS_CA_BUNDLE))
+    assert RDS_CA_BUNDLE.is_file()
+
+
+def test_an_rds_region_the_bundle_lacks_is_refused_unless_a_ca_is_given(tmp_path: Path) -> None:
+    host = "db.c9.mx-central-1.rds.amazonaws.com"  # opened after the bundle was made
     with pytest.raises(SettingsError) as raised:
-        Settings.from_env(MYSQL | {"DB_TLS": "true"})
+        Settings.from_env(MYSQL | {"DB_TLS": "true", "DB_HOST": host})
     [problem] = raised.value.problems
+    assert "mx-central-1" in problem
+    assert "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem" in problem
+    assert "DB_TLS_CA" in problem
+    given = Settings.from_env(
+        MYSQL | {"DB_TLS": "true", "DB_HOST": host, "DB_TLS_CA": str(RDS_CA_BUNDLE)}
+    )
+    assert given.db_tls
+
+
+def test_a_missing_packaged_bundle_says_where_to_get_it(tmp_path: Path) -> None:
+    problem = _tls_ca_problem(str(tmp_path / "rds-global-bundle.pem"), given=False)
+    assert problem is not None
     assert "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem" in problem
     assert "chalicelib/certs/rds-global-bundle.pem" in problem
     assert "DB_TLS_CA" in problem
