@@ -94,6 +94,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         args.prune,
         args.dry_run,
         retry_failed=args.retry_failed,
+        restore_days=args.restore or 0,
+        restore_tier=args.restore_tier,
     )
     stop = threading.Event()
 
@@ -130,6 +132,17 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from devtools.dev import Options, run
 
     return run(Options(args.host, args.aws_port, args.api_port, args.db))
+
+
+def _days(text: str) -> int:
+    """``--restore DAYS``: how long S3 keeps a restored copy (1 to 30,000 days)."""
+    try:
+        days = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of days") from None
+    if not 1 <= days <= 30_000:
+        raise argparse.ArgumentTypeError("DAYS is between 1 and 30000")
+    return days
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,6 +185,19 @@ def main(argv: list[str] | None = None) -> int:
         "--prune",
         action="store_true",
         help="delete renditions no record lists (old settings, sources gone)",
+    )
+    p.add_argument(
+        "--restore",
+        type=_days,
+        metavar="DAYS",
+        help="request a restore, readable for DAYS days, of the GLACIER and DEEP_ARCHIVE "
+        "objects there is to read; rerun once they are restored",
+    )
+    p.add_argument(
+        "--restore-tier",
+        choices=["Bulk", "Standard"],
+        default="Bulk",
+        help="retrieval tier of --restore (Bulk: cheapest, hours; Standard: faster, dearer)",
     )
     p.add_argument("--dry-run", action="store_true", help="print what it would do")
     p.set_defaults(run=cmd_backfill)

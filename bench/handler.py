@@ -10,11 +10,13 @@ Both imaging engines (``IMAGE_ENGINE=pillow`` and ``vips``) are measured when
 pyvips is installed, each both ways, alternating: as the handler runs it, the
 source decoded in an imaging worker process bounded in time and memory
 (``chalicelib.sandbox``), and in-process without that bound, to give what the
-bound costs. Beside them, in the same run, a seed-style handler like the write-ups this
-project replaces: download the object to a file, resize each rendition from
-the full-size image, save and upload each, put_item the record.
+bound costs, and bounded with ``FORMATS`` (default ``avif,webp``), to give
+what the alternates cost. Beside them, in the same run, a seed-style handler
+like the write-ups this project replaces: download the object to a file,
+resize each rendition from the full-size image, save and upload each,
+put_item the record.
 
-    .venv/bin/python -m bench.handler [--repeats 9] [--size 12mp]
+    .venv/bin/python -m bench.handler [--repeats 9] [--size 12mp] [--formats avif,webp]
 """
 
 from __future__ import annotations
@@ -43,13 +45,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--size", choices=sorted(SIZES), default="12mp")
+    parser.add_argument("--formats", default="avif,webp", help="FORMATS of the third variant")
     args = parser.parse_args()
     engines = ["pillow"] if importlib.util.find_spec("pyvips") is None else ["pillow", "vips"]
     with moto_server() as url:
         runs: dict[str, list[dict[str, float]]] = {}
         unbounded: dict[str, list[dict[str, float]]] = {}
+        alternates: dict[str, list[dict[str, float]]] = {}
         for engine in engines:
-            runs[engine], unbounded[engine], size = run(args.size, args.repeats, url, engine)
+            runs[engine], unbounded[engine], alternates[engine], size = run(
+                args.size, args.repeats, url, engine, args.formats
+            )
         seed = seed_style(args.size, args.repeats)
     phases = ["get", "process", "put", "record", "total"]
     width, height = SIZES[args.size]
@@ -75,6 +81,13 @@ def main() -> None:
         bounded = statistics.median(r["total"] for r in runs[engine])
         free = statistics.median(r["total"] for r in unbounded[engine])
         print(f"| {engine} | {bounded:.1f} | {free:.1f} | {bounded / free:.3f}x |")
+    print()
+    print(f"| engine | without FORMATS, total ms | FORMATS={args.formats}, total ms | ratio |")
+    print("|---|---|---|---|")
+    for engine in engines:
+        bounded = statistics.median(r["total"] for r in runs[engine])
+        more = statistics.median(r["total"] for r in alternates[engine])
+        print(f"| {engine} | {bounded:.1f} | {more:.1f} | {more / bounded:.2f}x |")
 
 
 def seed_style(size_name: str, repeats: int) -> float:
@@ -111,10 +124,11 @@ def seed_style(size_name: str, repeats: int) -> float:
 
 
 def run(
-    size_name: str, repeats: int, url: str, engine: str
-) -> tuple[list[dict[str, float]], list[dict[str, float]], int]:
+    size_name: str, repeats: int, url: str, engine: str, formats: str
+) -> tuple[list[dict[str, float]], list[dict[str, float]], list[dict[str, float]], int]:
     """Per-phase milliseconds of ``repeats`` created events after one warm-up,
-    through the handler's bounded imaging and in-process, alternating."""
+    through the handler's bounded imaging, in-process, and bounded with
+    ``formats``, taking turns event by event."""
     os.environ.update(
         AWS_ENDPOINT_URL=url,
         AWS_ACCESS_KEY_ID="bench",
@@ -130,13 +144,18 @@ def run(
         assert outcome is Outcome.PROCESSED, outcome
         runs.append(watch.ms)
 
-    pipelines = [build_pipeline(settings), build_pipeline(settings, imaging=InProcessImaging())]
+    pipelines = [
+        build_pipeline(settings),
+        build_pipeline(settings, imaging=InProcessImaging()),
+        build_pipeline(Settings.from_env(env | {"FORMATS": formats})),
+    ]
     data = jpeg_bytes(*SIZES[size_name])
     s3 = boto3.client("s3")
-    key = f"photo-{engine}.jpg"
     sequence = 0
     for _ in range(repeats + 1):
-        for pipeline in pipelines:
+        for turn, pipeline in enumerate(pipelines):
+            # A key per variant: no variant deletes another's renditions.
+            key = f"photo-{engine}-{turn}.jpg"
             pipeline.observer = observe
             sequence += 1
             etag = s3.put_object(Bucket="bench", Key=key, Body=data)["ETag"].strip('"')
@@ -145,7 +164,8 @@ def run(
                 size=len(data), etag=etag, sequencer=f"{sequence:018X}",
             )  # fmt: skip
             pipeline.handle(event)
-    return runs[2::2], runs[3::2], len(data)
+    turns = len(pipelines)
+    return runs[turns::turns], runs[turns + 1 :: turns], runs[turns + 2 :: turns], len(data)
 
 
 if __name__ == "__main__":

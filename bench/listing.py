@@ -8,6 +8,11 @@ and a page half-way down the listing (reached through a cursor, where OFFSET
 would have to skip 50,000 rows). Medians over repeats; the ratio of the two
 sizes is the answer.
 
+Then, on the smaller database, a page of 100 records (three renditions with
+AVIF and WebP alternates each: 900 URLs) by how the URLs are made: presigned
+anew for every listing (as before URLs were reused), presigned and reused
+per ETag by a warm container, and under ``RENDITION_BASE_URL`` (no signing).
+
     .venv/bin/python -m bench.listing [--repeats 30]
 
 Needs a MySQL or MariaDB server: MYSQL_TEST_URL (default
@@ -23,6 +28,7 @@ import statistics
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -30,11 +36,12 @@ import boto3
 
 from chalicelib import keys
 from chalicelib.api import ImagesApi
-from chalicelib.models import ImageRecord, Rendition, Status
+from chalicelib.models import Alternate, ImageRecord, Rendition, Status
 from chalicelib.repositories.base import ImageQuery
 from chalicelib.repositories.mysql import Connector, MySQLRepository, connect_function, image_row
 from chalicelib.repositories.mysql_schema import migrate
 from chalicelib.storage import S3Storage
+from chalicelib.urls import CdnUrls, RenditionUrls, ReusedPresignedUrls
 
 DATABASE = "image_pipeline_bench"
 FOLDERS = 10  # at least 50 images in each, also at 1,000 rows
@@ -44,7 +51,25 @@ def make_record(i: int, start: datetime) -> ImageRecord:
     key = f"album-{i % FOLDERS:02d}/IMG_{i:06d}.jpg"
     uploaded = (start + timedelta(seconds=i * 7)).strftime("%Y-%m-%dT%H:%M:%SZ")
     renditions = {
-        name: Rendition(name, "photos", f"resized/{name}/{key}", w, h, w * h // 8, "image/jpeg")
+        name: Rendition(
+            name,
+            "photos",
+            f"resized/{name}/{key}",
+            w,
+            h,
+            w * h // 8,
+            "image/jpeg",
+            tuple(
+                Alternate(
+                    f"resized/{name}.{ext}/{key}.{ext}",
+                    w * h // 16,
+                    f"image/{ext}",
+                    f"{i:016x}{ext:0>16}",
+                )
+                for ext in ("avif", "webp")
+            ),
+            etag=f"{i:032x}",
+        )
         for name, w, h in (("thumb", 256, 192), ("medium", 800, 600), ("large", 1600, 1200))
     }
     return ImageRecord(
@@ -108,6 +133,7 @@ def main() -> None:
     )  # fmt: skip
     storage = S3Storage(s3)
     results: dict[int, dict[str, float]] = {}
+    by_mode: dict[str, float] = {}
     try:
         for count in (int(n) for n in args.sizes.split(",")):
             with admin.cursor() as cur:
@@ -118,12 +144,32 @@ def main() -> None:
             migrate(connector._get(), report=lambda _: None)
             fill(connector, count)
             connector.run(lambda cur: cur.execute("ANALYZE TABLE images"))
-            api = ImagesApi(
-                MySQLRepository(connector), "photos",
-                lambda b, k: storage.presigned_get(b, k, 3600),
-            )  # fmt: skip
+
+            def presign(bucket: str, key: str) -> str:
+                return storage.presigned_get(bucket, key, 3600)
+
+            def fresh(bucket: str, key: str, etag: str | None) -> str:
+                return presign(bucket, key)
+
+            api = ImagesApi(MySQLRepository(connector), "photos", fresh)
             middle = make_record(count // 2, datetime(2026, 1, 1, tzinfo=UTC))
             results[count] = measure(api, api_token(api, middle), args.repeats)
+            if count == min(int(n) for n in args.sizes.split(",")):
+                modes: dict[str, RenditionUrls] = {
+                    "presigned anew each listing (before)": fresh,
+                    "presigned, reused per ETag (warm container)": ReusedPresignedUrls(
+                        presign, 3600
+                    ),
+                    "RENDITION_BASE_URL": CdnUrls("https://d111111abcdef8.cloudfront.net", presign),
+                }
+                apis = {
+                    name: ImagesApi(MySQLRepository(connector), "photos", urls)
+                    for name, urls in modes.items()
+                }
+                by_mode = {
+                    name: timed(args.repeats, partial(api.list_images, {"limit": "100"}))
+                    for name, api in apis.items()
+                }
             connector.close()
     finally:
         with admin.cursor() as cur:
@@ -139,6 +185,13 @@ def main() -> None:
         values = [results[n][name] for n in sizes]
         cells = " | ".join(f"{v:.2f}" for v in values)
         print(f"| {name} | {cells} | {values[-1] / values[0]:.2f}x |")
+    print()
+    print(f"GET /images?limit=100 at {sizes[0]:,} rows, 900 URLs a page, median ms")
+    print("| URLs | ms | / before |")
+    print("|---|---|---|")
+    before = next(iter(by_mode.values()))
+    for name, value in by_mode.items():
+        print(f"| {name} | {value:.2f} | {value / before:.2f}x |")
 
 
 def measure(api: ImagesApi, token: str, repeats: int) -> dict[str, float]:

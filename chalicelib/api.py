@@ -32,6 +32,7 @@ from typing import Any
 from chalicelib import keys
 from chalicelib.models import ImageRecord, Page, Status
 from chalicelib.repositories.base import ImageQuery, Repository
+from chalicelib.urls import RenditionUrls
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
@@ -55,7 +56,6 @@ class NotFound(LookupError):
     pass
 
 
-Presigner = Callable[[str, str], str]
 Position = tuple[str, ...]
 
 
@@ -70,12 +70,12 @@ class ImagesApi:
         self,
         repository: Repository,
         source_bucket: str,
-        presign: Presigner,
+        urls: RenditionUrls,
         max_page_bytes: int = MAX_PAGE_BYTES,
     ) -> None:
         self.repository = repository
         self._bucket = source_bucket
-        self._presign = presign
+        self._urls = urls
         self._max_page_bytes = max_page_bytes
         # The key is read from the backend when the first token is made or read.
         self._tokens = PageTokens(repository.token_key)
@@ -133,10 +133,15 @@ class ImagesApi:
         }
 
     def image(self, record: ImageRecord) -> dict[str, Any]:
-        """The record's REST shape, each rendition with a presigned GET URL."""
+        """The record's REST shape, each rendition and alternate with its URL."""
         body = record.to_api()
         for name, rendition in record.renditions.items():
-            body["renditions"][name]["url"] = self._presign(rendition.bucket, rendition.key)
+            shown = body["renditions"][name]
+            shown["url"] = self._urls(rendition.bucket, rendition.key, rendition.etag)
+            for alternate, alternate_body in zip(
+                rendition.alternates, shown["alternates"], strict=True
+            ):
+                alternate_body["url"] = self._urls(rendition.bucket, alternate.key, alternate.etag)
         return body
 
     def _bounded(self, page: Page[ImageRecord]) -> tuple[list[dict[str, Any]], Position | None]:

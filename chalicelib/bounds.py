@@ -21,6 +21,11 @@ from typing import Any
 MAX_TEXT_CHARS = 256
 MAX_METADATA_BYTES = 4096
 
+# A BlurHash is 4 characters of header, then 2 for each of at most 9x9
+# components (base83's alphabet); a colour is ``#rrggbb``.
+_BLURHASH = re.compile(r"[0-9A-Za-z#$%*+,.:;=?@\[\]^_{|}~-]{6,166}")
+_COLOUR = re.compile(r"#[0-9a-f]{6}")
+
 # C0 and C1 controls and DEL (Unicode category Cc), and lone surrogates,
 # which no UTF-8 encoder accepts.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -72,6 +77,22 @@ def bounded_metadata(
         else:
             del out[key]
     return out
+
+
+def bounded_placeholder(value: Any) -> dict[str, str] | None:
+    """``value`` if it is a well-formed placeholder, else None.
+
+    It comes from an imaging worker, which parses hostile files: nothing but
+    a BlurHash and a colour of their fixed forms may reach a record.
+    """
+    if not isinstance(value, Mapping):
+        return None
+    blurhash, colour = value.get("blurhash"), value.get("color")
+    if not (isinstance(blurhash, str) and isinstance(colour, str)):
+        return None
+    if not (_BLURHASH.fullmatch(blurhash) and _COLOUR.fullmatch(colour)):
+        return None
+    return {"blurhash": blurhash, "color": colour}
 
 
 def _shortened(text: str, excess: int) -> str:

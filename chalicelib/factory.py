@@ -26,6 +26,7 @@ from chalicelib.sandbox import Imaging, IsolatedImaging, WorkerPool, worker_memo
 from chalicelib.settings import Settings
 from chalicelib.storage import S3Storage
 from chalicelib.uploads import UploadsApi
+from chalicelib.urls import CdnUrls, RenditionUrls, ReusedPresignedUrls
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
@@ -164,12 +165,19 @@ def build_pipeline(
 
 
 def build_api(settings: Settings) -> ImagesApi:
+    return ImagesApi(build_repository(settings), settings.source_bucket, rendition_urls(settings))
+
+
+def rendition_urls(settings: Settings) -> RenditionUrls:
+    """CDN URLs when ``RENDITION_BASE_URL`` is set, else presigned ones reused per ETag."""
     storage = S3Storage(s3_client())
-    return ImagesApi(
-        build_repository(settings),
-        settings.source_bucket,
-        lambda bucket, key: storage.presigned_get(bucket, key, settings.url_expires),
-    )
+
+    def presign(bucket: str, key: str) -> str:
+        return storage.presigned_get(bucket, key, settings.url_expires)
+
+    if settings.rendition_base_url:
+        return CdnUrls(settings.rendition_base_url, presign)
+    return ReusedPresignedUrls(presign, settings.url_expires)
 
 
 def build_uploads(settings: Settings) -> UploadsApi:

@@ -8,10 +8,11 @@ settings fingerprint) stay between the pipeline and the repositories.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .bounds import bounded_metadata
+from .bounds import bounded_metadata, bounded_placeholder
 
 
 class EventKind(enum.Enum):
@@ -44,6 +45,33 @@ class Status(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class Alternate:
+    """A rendition's pixels in another format (``FORMATS``), in the rendition's bucket."""
+
+    key: str
+    size_bytes: int
+    content_type: str
+    etag: str | None = None  # of the object as written (None: written before it was kept)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "size_bytes": self.size_bytes, "content_type": self.content_type}
+
+    def to_doc(self) -> dict[str, Any]:
+        """``to_dict`` and what only storage keeps: the object's ETag."""
+        return self.to_dict() | {"etag": self.etag}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Alternate:
+        etag = data.get("etag")
+        return cls(
+            str(data["key"]),
+            int(data["size_bytes"]),
+            str(data["content_type"]),
+            None if etag is None else str(etag),
+        )
+
+
+@dataclass(frozen=True)
 class Rendition:
     name: str
     bucket: str
@@ -52,6 +80,13 @@ class Rendition:
     height: int
     size_bytes: int
     content_type: str
+    alternates: tuple[Alternate, ...] = ()  # in FORMATS order
+    etag: str | None = None  # of the object as written (None: written before it was kept)
+
+    @property
+    def object_keys(self) -> list[str]:
+        """Every object this rendition stored in ``bucket``: its own, then its alternates'."""
+        return [self.key, *(a.key for a in self.alternates)]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -61,10 +96,29 @@ class Rendition:
             "height": self.height,
             "size_bytes": self.size_bytes,
             "content_type": self.content_type,
+            "alternates": [a.to_dict() for a in self.alternates],
+        }
+
+    def with_etags(self, etags: Mapping[str, str]) -> Rendition:
+        """This rendition with the ETags its objects were written with."""
+        return replace(
+            self,
+            etag=etags.get(self.key),
+            alternates=tuple(replace(a, etag=etags.get(a.key)) for a in self.alternates),
+        )
+
+    def to_doc(self) -> dict[str, Any]:
+        """``to_dict`` and what only storage keeps: the objects' ETags, which
+        version their URLs (``RENDITION_BASE_URL``)."""
+        return self.to_dict() | {
+            "etag": self.etag,
+            "alternates": [a.to_doc() for a in self.alternates],
         }
 
     @classmethod
     def from_dict(cls, name: str, data: dict[str, Any]) -> Rendition:
+        """From ``to_doc`` or ``to_dict``; also reads records made before
+        alternates and ETags were kept."""
         return cls(
             name=name,
             bucket=str(data["bucket"]),
@@ -73,6 +127,8 @@ class Rendition:
             height=int(data["height"]),
             size_bytes=int(data["size_bytes"]),
             content_type=str(data["content_type"]),
+            alternates=tuple(Alternate.from_dict(a) for a in data.get("alternates") or ()),
+            etag=None if data.get("etag") is None else str(data["etag"]),
         )
 
 
@@ -103,6 +159,9 @@ class ImageRecord:
     height: int | None = None
     renditions: dict[str, Rendition] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    # {"blurhash": ..., "color": "#rrggbb"} on processed records (None on
+    # failed ones, and on records made before placeholders existed).
+    placeholder: dict[str, str] | None = None
     sequencer: str = ""
     pending_event: str | None = None
     fingerprint: str | None = None
@@ -112,7 +171,7 @@ class ImageRecord:
 
     def to_api(self) -> dict[str, Any]:
         """The record as DESIGN.md's REST and notification contract shows it."""
-        return {
+        body = {
             "id": self.id,
             "bucket": self.bucket,
             "key": self.key,
@@ -131,6 +190,9 @@ class ImageRecord:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
+        if self.status is Status.PROCESSED:
+            body["placeholder"] = bounded_placeholder(self.placeholder)
+        return body
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,15 @@ from chalicelib import keys
 from chalicelib.delivery import Decision, decide
 from chalicelib.imaging import ImageRejected, ImagingOptions
 from chalicelib.metadata_function import RemoteMetadata
-from chalicelib.models import EventKind, Folder, ImageRecord, ObjectEvent, Rendition, Status
+from chalicelib.models import (
+    Alternate,
+    EventKind,
+    Folder,
+    ImageRecord,
+    ObjectEvent,
+    Rendition,
+    Status,
+)
 from chalicelib.notify import Notifier, NullNotifier
 from chalicelib.observability import (
     Stopwatch,
@@ -41,6 +49,8 @@ log = logging.getLogger("image_pipeline")
 
 # Compare-and-swap retries before giving up and letting Lambda retry later.
 _MAX_ATTEMPTS = 5
+# Rendition and alternate uploads in flight at once.
+_MAX_PUTS = 8
 MAX_ERROR_CHARS = 1000
 
 
@@ -96,6 +106,10 @@ class Pipeline:
             strip_metadata=settings.strip_metadata,
             max_pixels=settings.max_source_pixels,
             engine=settings.image_engine,
+            formats=tuple(f.upper() for f in settings.formats),
+            avif_quality=settings.avif_quality,
+            webp_quality=settings.webp_quality,
+            crop_gravity=settings.crop_gravity,
         )
 
     # -- entry ----------------------------------------------------------------
@@ -169,7 +183,8 @@ class Pipeline:
     def _produce(
         self, event: ObjectEvent, image_id: str, sequencer: str, deadline: float | None
     ) -> ImageRecord | None:
-        """Read, process and write renditions; None if the object is gone or changed."""
+        """Read, process and write renditions; None if the object is gone or changed
+        (or archived, its processed record kept)."""
         s = self.settings
         size, etag, uploaded_at = event.size, event.etag, _event_time(event.event_time)
         if size is None or etag is None or uploaded_at is None:
@@ -189,7 +204,16 @@ class Pipeline:
         except ObjectGone:
             note("the object is gone or has another ETag")
             return None
-        except (TooLarge, Archived) as exc:
+        except TooLarge as exc:
+            return self._failed(base, str(exc))
+        except Archived as exc:
+            # Moved to GLACIER or DEEP_ARCHIVE after it was processed (or copied
+            # there): the record of this very content stays as it is, never a
+            # failed one over a good one. Anything else has nothing to keep.
+            kept = self.repository.get(image_id)
+            if kept is not None and kept.status is Status.PROCESSED and kept.etag == base.etag:
+                note(f"{exc} (the processed record of this content is kept)")
+                return None
             return self._failed(base, str(exc))
         base = base.with_(etag=source.info.etag, size_bytes=source.info.size)
         try:
@@ -214,22 +238,40 @@ class Pipeline:
                 metadata=extracted.metadata,
             )
         renditions: dict[str, Rendition] = {}
-        data: dict[str, bytes] = {}
+        data: dict[str, bytes] = {}  # object key -> bytes
         for r in image.renditions:
             key = keys.rendition_key(s.rendition_prefix, r.name, event.key, r.format)
-            if not keys.key_fits(key):
-                return self._failed(
-                    base,
-                    f"the key is too long for its renditions: {r.name!r} would be stored at "
-                    f"a {len(key.encode()):,}-byte key, over S3's {keys.MAX_KEY_BYTES}; "
-                    "shorten the key or RENDITION_PREFIX",
+            alternates = tuple(
+                Alternate(
+                    keys.rendition_key(s.rendition_prefix, r.name, event.key, a.format),
+                    len(a.data),
+                    a.content_type,
                 )
-            renditions[r.name] = Rendition(
-                r.name, s.dest_bucket, key, r.width, r.height, len(r.data), r.content_type
+                for a in r.alternates
             )
-            data[r.name] = r.data
+            for object_key in (key, *(a.key for a in alternates)):
+                if not keys.key_fits(object_key):
+                    return self._failed(
+                        base,
+                        f"the key is too long for its renditions: {r.name!r} would be stored "
+                        f"at a {len(object_key.encode()):,}-byte key, over S3's "
+                        f"{keys.MAX_KEY_BYTES}; shorten the key or RENDITION_PREFIX",
+                    )
+            renditions[r.name] = Rendition(
+                r.name,
+                s.dest_bucket,
+                key,
+                r.width,
+                r.height,
+                len(r.data),
+                r.content_type,
+                alternates,
+            )
+            data[key] = r.data
+            data.update((alt.key, a.data) for alt, a in zip(alternates, r.alternates, strict=True))
         with phase("put"):
-            self._write_renditions(renditions, data, event.key, base.etag)
+            etags = self._write_renditions(renditions, data, event.key, base.etag)
+        renditions = {n: r.with_etags(etags) for n, r in renditions.items()}
         record = base.with_(
             status=Status.PROCESSED,
             format=image.format,
@@ -238,29 +280,41 @@ class Pipeline:
             height=image.height,
             renditions=renditions,
             metadata=image.metadata,
+            placeholder=image.placeholder,
         )
         return record
 
     def _write_renditions(
         self, renditions: dict[str, Rendition], data: dict[str, bytes], source_key: str, etag: str
-    ) -> None:
-        def put(r: Rendition) -> None:
-            self.storage.write_rendition(
-                r.bucket,
-                r.key,
-                data[r.name],
-                content_type=r.content_type,
+    ) -> dict[str, str]:
+        """Write every rendition and alternate (``data``: object key -> bytes);
+        the objects' ETags by key."""
+        items = [
+            (r.bucket, key, content_type)
+            for r in renditions.values()
+            for key, content_type in zip(
+                r.object_keys,
+                [r.content_type, *(a.content_type for a in r.alternates)],
+                strict=True,
+            )
+        ]
+
+        def put(item: tuple[str, str, str]) -> str:
+            bucket, key, content_type = item
+            return self.storage.write_rendition(
+                bucket,
+                key,
+                data[key],
+                content_type=content_type,
                 source_key=source_key,
                 source_etag=etag,
             )
 
-        items = list(renditions.values())
         if len(items) == 1:
-            put(items[0])
-            return
-        with ThreadPoolExecutor(max_workers=len(items)) as pool:
-            for future in [pool.submit(put, r) for r in items]:
-                future.result()
+            return {items[0][1]: put(items[0])}
+        with ThreadPoolExecutor(max_workers=min(len(items), _MAX_PUTS)) as pool:
+            futures = [(item[1], pool.submit(put, item)) for item in items]
+            return {key: future.result() for key, future in futures}
 
     def _base_record(
         self,
@@ -374,33 +428,38 @@ class Pipeline:
         DeleteObject), so a source that writes that key in between, the one
         source whose current key it is, keeps its rendition.
         """
-        kept = {(r.bucket, r.key) for r in keep.renditions.values()} if keep else set()
+        kept = (
+            {(r.bucket, k) for r in keep.renditions.values() for k in r.object_keys}
+            if keep
+            else set()
+        )
         by_bucket: dict[str, list[str]] = {}
         for r in record.renditions.values():
-            if (r.bucket, r.key) in kept:
-                continue
-            if self._in_current_layout(record.key, r):
-                by_bucket.setdefault(r.bucket, []).append(r.key)
-            elif (etag := self._written_for(record.key, r)) is not None:
-                self.storage.delete_if_unchanged(r.bucket, r.key, etag)
+            for key in r.object_keys:
+                if (r.bucket, key) in kept:
+                    continue
+                if self._in_current_layout(record.key, r.name, r.bucket, key):
+                    by_bucket.setdefault(r.bucket, []).append(key)
+                elif (etag := self._written_for(record.key, r.bucket, key)) is not None:
+                    self.storage.delete_if_unchanged(r.bucket, key, etag)
         for bucket, object_keys in by_bucket.items():
             self.storage.delete(bucket, object_keys)
 
-    def _in_current_layout(self, source_key: str, rendition: Rendition) -> bool:
-        """Whether ``rendition`` is where the current layout puts it for ``source_key``."""
+    def _in_current_layout(self, source_key: str, name: str, bucket: str, key: str) -> bool:
+        """Whether ``key`` is where the current layout puts a ``name`` rendition
+        (or alternate) of ``source_key``."""
         s = self.settings
-        output_format = keys.format_named_by(rendition.key)
+        output_format = keys.format_named_by(key)
         return (
             output_format is not None
-            and rendition.bucket == s.dest_bucket
-            and rendition.key
-            == keys.rendition_key(s.rendition_prefix, rendition.name, source_key, output_format)
+            and bucket == s.dest_bucket
+            and key == keys.rendition_key(s.rendition_prefix, name, source_key, output_format)
         )
 
-    def _written_for(self, source_key: str, rendition: Rendition) -> str | None:
-        """The ETag of the object at ``rendition``'s key if it says it was made
-        from ``source_key``; None otherwise (a missing object says nothing)."""
-        found = self.storage.rendition_source(rendition.bucket, rendition.key)
+    def _written_for(self, source_key: str, bucket: str, key: str) -> str | None:
+        """The ETag of the object at ``key`` if it says it was made from
+        ``source_key``; None otherwise (a missing object says nothing)."""
+        found = self.storage.rendition_source(bucket, key)
         return found[1] if found is not None and found[0] == source_key else None
 
     # -- folders --------------------------------------------------------------

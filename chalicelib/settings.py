@@ -18,17 +18,27 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar, cast
+from urllib.parse import urlsplit
 
 from chalicelib.imaging.formats import OUTPUT_FORMATS
 from chalicelib.imaging.geometry import GeometryError, RenditionSpec, parse_renditions
-from chalicelib.imaging.model import ENGINES
+from chalicelib.imaging.model import ALTERNATE_FORMATS, ENGINES, GRAVITIES
 
 T = TypeVar("T")
 
 DEFAULT_RENDITIONS = "thumb=256x256,medium=800x800,large=1600x1600"
-DEFAULT_SUFFIXES = ".jpg,.jpeg,.png,.webp,.gif,.tif,.tiff,.bmp"
+DEFAULT_SUFFIXES = ".jpg,.jpeg,.png,.webp,.gif,.tif,.tiff,.bmp,.heic,.heif,.avif"
 BACKENDS = ("dynamodb", "mysql")
 API_AUTHS = ("none", "iam", "api_key")
+# ARCHIVE_STORAGE_CLASS: where the lifecycle rule moves originals (the first is
+# the default). S3 moves nothing to STANDARD_IA before it is 30 days old.
+ARCHIVE_STORAGE_CLASSES = (
+    "GLACIER_IR",
+    "STANDARD_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+)
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 # The CA bundle DB_TLS verifies the server against by default: AWS's RDS global
@@ -55,6 +65,15 @@ class SettingsError(ValueError):
 # Version of the rendition key layout (``keys.rendition_key``), part of the
 # fingerprint: 2 is the injective ``NAME/KEY`` / ``NAME.ext/KEY.ext`` layout.
 KEY_LAYOUT = 2
+# Version of what a processed record holds beyond its renditions, part of the
+# fingerprint: 2 added ``placeholder`` (and ``alternates``), so that
+# ``backfill --only-missing`` gives older records theirs.
+RECORD_VERSION = 2
+# Defaults measured in bench/formats.py (bench/results/formats.md): the
+# lowest qualities whose alternates are at least as close to the source
+# (SSIM) as the JPEG rendition at JPEG_QUALITY=85.
+DEFAULT_AVIF_QUALITY = 74
+DEFAULT_WEBP_QUALITY = 87
 
 
 @dataclass(frozen=True)
@@ -65,6 +84,10 @@ class Settings:
     renditions: tuple[RenditionSpec, ...] = parse_renditions(DEFAULT_RENDITIONS)
     output_format: str = "auto"
     jpeg_quality: int = 85
+    formats: tuple[str, ...] = ()  # lower case, in order of preference
+    avif_quality: int = DEFAULT_AVIF_QUALITY
+    webp_quality: int = DEFAULT_WEBP_QUALITY
+    crop_gravity: str = "centre"
     image_suffixes: tuple[str, ...] = tuple(DEFAULT_SUFFIXES.split(","))
     max_source_bytes: int = 52_428_800
     max_source_pixels: int = 50_000_000
@@ -89,6 +112,11 @@ class Settings:
     uploads_enabled: bool = False
     upload_prefix: str = "uploads/"
     url_expires: int = 3600
+    # Operator tools only (provision, Terraform): no rendition depends on them,
+    # so they stay out of the fingerprint.
+    archive_after_days: int = 0  # 0: originals are not archived
+    archive_storage_class: str = ARCHIVE_STORAGE_CLASSES[0]
+    rendition_base_url: str = ""  # a CDN origin for DEST_BUCKET; "" presigns
 
     @property
     def fingerprint(self) -> str:
@@ -107,6 +135,10 @@ class Settings:
                 str(self.strip_metadata),
                 self.rendition_prefix,
                 self.dest_bucket,
+                f"record={RECORD_VERSION}",
+                ",".join(self.formats),
+                f"avif={self.avif_quality},webp={self.webp_quality}",
+                self.crop_gravity,
             ]
         )
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -127,6 +159,10 @@ class Settings:
             renditions=reader.parse("RENDITIONS", DEFAULT_RENDITIONS, parse_renditions),
             output_format=reader.choice("OUTPUT_FORMAT", OUTPUT_FORMATS, "auto"),
             jpeg_quality=reader.integer("JPEG_QUALITY", 85, 1, 95),
+            formats=reader.parse("FORMATS", "", _formats),
+            avif_quality=reader.integer("AVIF_QUALITY", DEFAULT_AVIF_QUALITY, 1, 100),
+            webp_quality=reader.integer("WEBP_QUALITY", DEFAULT_WEBP_QUALITY, 1, 100),
+            crop_gravity=reader.choice("CROP_GRAVITY", GRAVITIES, "centre"),
             image_suffixes=reader.parse("IMAGE_SUFFIXES", DEFAULT_SUFFIXES, _suffixes),
             max_source_bytes=reader.integer("MAX_SOURCE_BYTES", 52_428_800, 1, 10**12),
             # Pillow itself refuses images over 89,478,485 pixels as bombs.
@@ -152,7 +188,23 @@ class Settings:
             uploads_enabled=reader.boolean("UPLOADS_ENABLED", False),
             upload_prefix=reader.prefix("UPLOAD_PREFIX", "uploads/"),
             url_expires=reader.integer("URL_EXPIRES", 3600, 1, 604_800),
+            archive_after_days=reader.integer("ARCHIVE_AFTER_DAYS", 0, 1, 36_500),
+            archive_storage_class=reader.text("ARCHIVE_STORAGE_CLASS").upper()
+            or ARCHIVE_STORAGE_CLASSES[0],
+            rendition_base_url=reader.parse("RENDITION_BASE_URL", "", _base_url),
         )
+        if settings.archive_storage_class not in ARCHIVE_STORAGE_CLASSES:
+            reader.problems.append(
+                f"ARCHIVE_STORAGE_CLASS={settings.archive_storage_class!r} must be one of "
+                + ", ".join(ARCHIVE_STORAGE_CLASSES)
+            )
+        elif (
+            settings.archive_storage_class == "STANDARD_IA" and 0 < settings.archive_after_days < 30
+        ):
+            reader.problems.append(
+                f"ARCHIVE_AFTER_DAYS={settings.archive_after_days}: S3 moves objects to "
+                "STANDARD_IA only once they are 30 days old; use 30 or more"
+            )
         if settings.image_engine == "vips" and importlib.util.find_spec("pyvips") is None:
             reader.problems.append(
                 "IMAGE_ENGINE=vips needs pyvips, which is not installed: "
@@ -273,6 +325,38 @@ def rds_bundle_regions() -> frozenset[str]:
         if names and (match := _RDS_CA_REGION.match(names[0])):
             regions.add(match.group(1))
     return frozenset(regions)
+
+
+def _base_url(text: str) -> str:
+    """``RENDITION_BASE_URL``: an http(s) origin, optionally with a path, and
+    nothing a key could not follow (no query, fragment or credentials)."""
+    if not text:
+        return ""
+    parts = urlsplit(text)
+    if (
+        parts.scheme not in ("https", "http")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+        or "@" in parts.netloc
+    ):
+        raise ValueError(
+            f"{text!r} must be the origin a CDN serves DEST_BUCKET from, "
+            "like https://d111111abcdef8.cloudfront.net (no query or fragment)"
+        )
+    return text.rstrip("/")
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    """``FORMATS``: alternates' formats, lower case, in order, each once."""
+    names = [f.strip().lower() for f in text.split(",") if f.strip()]
+    known = tuple(f.lower() for f in ALTERNATE_FORMATS)
+    unknown = [f for f in names if f not in known]
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)} not among {', '.join(known)} (e.g. avif,webp)")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{text!r} names a format twice")
+    return tuple(names)
 
 
 def _suffixes(text: str) -> tuple[str, ...]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import ClientError
 
@@ -32,14 +33,59 @@ class ObjectGone(Exception):
     """The object is missing, or no longer the version the event was about."""
 
 
+# Storage classes whose objects S3 serves (GET, copy) only while a restored
+# copy exists: RestoreObject makes one for some days. GLACIER_IR, STANDARD_IA
+# and INTELLIGENT_TIERING (whose archive tiers are opt-in, and never turned on
+# here) answer a GET as STANDARD does.
+RESTORE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
+# RestoreObject's retrieval tiers that both classes offer (Expedited is
+# GLACIER-only and priced for single urgent objects).
+RestoreTier = Literal["Bulk", "Standard"]
+
+
 class Archived(Exception):
     """The object is in an archive storage class and must be restored first."""
 
-    def __init__(self, key: str) -> None:
+    # In every such message: how ``backfill --only-missing`` tells a failure
+    # that a restore can mend from one that would fail again.
+    MARK = "cannot be read until it is restored"
+
+    def __init__(self, key: str, storage_class: str = "") -> None:
+        self.storage_class = storage_class
+        where = storage_class or "an archive storage class (GLACIER or DEEP_ARCHIVE)"
         super().__init__(
-            f"{key} is archived (Glacier or Deep Archive storage class) and cannot be read: "
-            "restore it, then upload it again or run a backfill"
+            f"{key} is archived in {where} and {self.MARK}: restore it "
+            "(manage.py backfill --restore DAYS), then run the backfill again; "
+            "or upload it again"
         )
+
+    @classmethod
+    def describes(cls, error: str | None) -> bool:
+        """Whether a record's ``error`` is this one (a restore may mend it)."""
+        return bool(error) and cls.MARK in str(error)
+
+
+class RestoreState(enum.StrEnum):
+    """Whether an object can be read now, as HEAD (or RestoreObject) tells."""
+
+    READABLE = "readable"  # any class but an archive one, or a restored copy exists
+    ARCHIVED = "archived"  # GLACIER or DEEP_ARCHIVE, no restored copy, none on the way
+    RESTORING = "restoring"  # a restore is in progress
+    GONE = "gone"
+
+
+def restore_state(head: Any) -> RestoreState:
+    """The state a HeadObject answer describes: its ``StorageClass`` (absent
+    for STANDARD) and ``Restore`` (``ongoing-request="true"`` while a restore
+    runs, ``"false"`` plus an expiry date once the copy is there)."""
+    if head.get("StorageClass") not in RESTORE_CLASSES:
+        return RestoreState.READABLE
+    restore = str(head.get("Restore") or "")
+    if 'ongoing-request="false"' in restore:
+        return RestoreState.READABLE
+    if 'ongoing-request="true"' in restore:
+        return RestoreState.RESTORING
+    return RestoreState.ARCHIVED
 
 
 class TooLarge(Exception):
@@ -97,11 +143,43 @@ class S3Storage:
                 return None
             raise
 
+    def restore_state(self, bucket: str, key: str) -> RestoreState:
+        """Whether the object can be read now (one HEAD)."""
+        response = self._head(bucket, key)
+        return RestoreState.GONE if response is None else restore_state(response)
+
+    def request_restore(self, bucket: str, key: str, days: int, tier: RestoreTier) -> RestoreState:
+        """Ask S3 for a readable copy of an archived object for ``days`` days,
+        at retrieval ``tier`` (``Bulk``, ``Standard``); idempotent: a restore
+        already in progress is not an error. Returns the state it leaves:
+        RESTORING (accepted, or already on the way), READABLE (a restored copy
+        exists, its expiry now ``days`` away; or the object is no longer
+        archived), GONE."""
+        try:
+            response = self._s3.restore_object(
+                Bucket=bucket,
+                Key=key,
+                RestoreRequest={"Days": days, "GlacierJobParameters": {"Tier": tier}},
+            )
+        except ClientError as exc:
+            code = _code(exc)
+            if code == "RestoreAlreadyInProgress":
+                return RestoreState.RESTORING
+            if code == "InvalidObjectState":  # not (or no longer) in an archive class
+                return RestoreState.READABLE
+            if code in _MISSING:
+                return RestoreState.GONE
+            raise
+        # 202: the restore starts; 200: a restored copy was there already.
+        status = response["ResponseMetadata"]["HTTPStatusCode"]
+        return RestoreState.READABLE if status == 200 else RestoreState.RESTORING
+
     def read(self, bucket: str, key: str, *, etag: str | None, max_bytes: int) -> SourceObject:
         """Download the object, if it is still the version ``etag`` names.
 
         Raises ``ObjectGone`` when it is missing or has changed, ``TooLarge``
-        before reading a body over ``max_bytes``.
+        before reading a body over ``max_bytes``, ``Archived`` when it is in
+        an archive class (GLACIER, DEEP_ARCHIVE) and not restored.
         """
         args = {"Bucket": bucket, "Key": key}
         if etag:
@@ -112,7 +190,8 @@ class S3Storage:
             if _code(exc) in _MISSING | _CHANGED:
                 raise ObjectGone(key) from exc
             if _code(exc) == "InvalidObjectState":
-                raise Archived(key) from exc
+                error = exc.response.get("Error", {})
+                raise Archived(key, str(error.get("StorageClass", ""))) from exc
             raise
         body = response["Body"]
         size = response["ContentLength"]
@@ -139,8 +218,9 @@ class S3Storage:
         content_type: str,
         source_key: str,
         source_etag: str,
-    ) -> None:
-        self._s3.put_object(
+    ) -> str:
+        """Write a rendition (or alternate); its own ETag (no quotes)."""
+        response = self._s3.put_object(
             Bucket=bucket,
             Key=key,
             Body=data,
@@ -151,6 +231,7 @@ class S3Storage:
                 "source-etag": source_etag,
             },
         )
+        return str(response["ETag"]).strip('"')
 
     def rendition_source(self, bucket: str, key: str) -> tuple[str, str] | None:
         """(source key, ETag) of a rendition: the source its ``source-key``

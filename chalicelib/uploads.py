@@ -25,6 +25,10 @@ from chalicelib import keys
 from chalicelib.api import BadRequest
 from chalicelib.settings import Settings
 
+# Every input format's content type, with the extensions a file of it may
+# have. HEIC is HEIF whose pictures are HEVC-coded (phones' photos): .heic
+# and .heif name the same container, and browsers label a file by its
+# extension, so each of the two types takes either.
 CONTENT_TYPES: dict[str, tuple[str, ...]] = {
     "image/jpeg": (".jpg", ".jpeg"),
     "image/png": (".png",),
@@ -32,6 +36,9 @@ CONTENT_TYPES: dict[str, tuple[str, ...]] = {
     "image/gif": (".gif",),
     "image/tiff": (".tif", ".tiff"),
     "image/bmp": (".bmp",),
+    "image/heic": (".heic", ".heif"),
+    "image/heif": (".heif", ".heic"),
+    "image/avif": (".avif",),
 }
 
 
@@ -77,9 +84,14 @@ class UploadsApi:
         content_type = _content_type(body.get("content_type"))
         stem, ext = posixpath.splitext(filename)
         suffix = ext.lower()
-        if suffix not in CONTENT_TYPES[content_type] or suffix not in s.image_suffixes:
+        if suffix not in CONTENT_TYPES[content_type]:
             raise BadRequest(
                 f"a {content_type} file must end in {' or '.join(CONTENT_TYPES[content_type])}"
+            )
+        if suffix not in s.image_suffixes:
+            raise BadRequest(
+                f"this stage does not process {suffix} files (IMAGE_SUFFIXES: "
+                f"{','.join(s.image_suffixes)})"
             )
         folder = _folder(body.get("folder"))
         key = f"{s.upload_prefix}{folder}{stem}-{self._new_id()}{ext}"

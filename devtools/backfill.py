@@ -25,7 +25,20 @@ from chalicelib.models import EventKind, ObjectEvent, Status
 from chalicelib.pipeline import Pipeline
 from chalicelib.repositories.base import ImageQuery, Repository
 from chalicelib.settings import Settings
-from chalicelib.storage import iso
+from chalicelib.storage import (
+    RESTORE_CLASSES,
+    Archived,
+    RestoreState,
+    RestoreTier,
+    S3Storage,
+    iso,
+)
+
+# How long a restore takes, by tier (AWS's figures, both archive classes).
+RESTORE_HOURS = {
+    "Bulk": "in up to 12 hours from GLACIER, 48 from DEEP_ARCHIVE",
+    "Standard": "in up to 5 hours from GLACIER, 12 from DEEP_ARCHIVE",
+}
 
 # Renditions younger than this may belong to an upload whose record is not
 # saved yet (renditions are written first): prune leaves them alone.
@@ -40,6 +53,13 @@ class Summary:
     unchanged: int = 0  # the pipeline found nothing to do (stale, superseded, ...)
     queued: int = 0
     pruned: int = 0
+    # Objects to read that sit in GLACIER or DEEP_ARCHIVE, not restored: left
+    # out (the pipeline could only fail them), with their classes.
+    archived: int = 0
+    archived_classes: set[str] = field(default_factory=set)
+    restore_requested: int = 0  # --restore: restores this run asked for
+    restoring: int = 0  # restores already in progress
+    restore_tier: str = ""
     seconds: float = 0.0
     interrupted: bool = False
     actions: list[str] = field(default_factory=list)  # what --dry-run would do
@@ -55,10 +75,26 @@ class Summary:
             parts.append(f"queued {self.queued}")
         if self.pruned:
             parts.append(f"pruned {self.pruned}")
+        notes = []  # what to do about what was left out
+        if self.archived:
+            classes = " or ".join(sorted(self.archived_classes))
+            parts.append(f"archived {self.archived}")
+            notes.append(
+                f"archived {self.archived}: not readable in {classes}; rerun with --restore DAYS"
+            )
+        if self.restore_requested or self.restoring:
+            hours = RESTORE_HOURS.get(self.restore_tier, RESTORE_HOURS["Bulk"])
+            parts.append(f"restoring {self.restore_requested + self.restoring}")
+            notes.append(
+                f"restoring {self.restore_requested + self.restoring} "
+                f"({self.restore_requested} requested now, {self.restoring} already under way): "
+                f"rerun once restored, {hours}"
+            )
         state = (
             " (interrupted: run again with --only-missing to continue)" if self.interrupted else ""
         )
-        return ", ".join(parts) + f" in {self.seconds:.1f} s" + state
+        text = ", ".join(parts) + f" in {self.seconds:.1f} s" + state
+        return "; ".join([text, *notes])
 
 
 @dataclass(frozen=True)
@@ -72,6 +108,11 @@ class Options:
     progress: bool = True
     prune_grace: timedelta = PRUNE_GRACE
     retry_failed: bool = False  # with only_missing: process failed records again too
+    # Request a restore, for this many days, of archived objects there is to
+    # read (0: only count them). Bulk: free from GLACIER, a few cents per GB
+    # from DEEP_ARCHIVE, and a backfill can wait the hours it takes.
+    restore_days: int = 0
+    restore_tier: RestoreTier = "Bulk"
 
 
 def list_objects(s3: Any, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
@@ -103,6 +144,8 @@ def is_done(
     return (
         record is not None
         and record.status in settled
+        # an archived object's failure is mended by a restore
+        and not (record.status is Status.FAILED and Archived.describes(record.error))
         and record.etag == event.etag
         and record.fingerprint == settings.fingerprint
     )
@@ -151,12 +194,15 @@ def run(
         return made
 
     reference = pipeline()
-    events = [
-        e
-        for e in (backfill_event(settings.source_bucket, o) for o in
-                  list_objects(s3, settings.source_bucket, options.prefix))
-        if reference.ignore_reason(e) is None and not e.is_folder
-    ]  # fmt: skip
+    cold: dict[str, str] = {}  # key -> its archive storage class, as listed
+
+    def listing() -> Iterator[ObjectEvent]:
+        for obj in list_objects(s3, settings.source_bucket, options.prefix):
+            if obj.get("StorageClass") in RESTORE_CLASSES:
+                cold[obj["Key"]] = obj["StorageClass"]
+            yield backfill_event(settings.source_bucket, obj)
+
+    events = [e for e in listing() if reference.ignore_reason(e) is None and not e.is_folder]
     todo = []
     for event in events:
         if options.only_missing and is_done(
@@ -165,6 +211,8 @@ def run(
             summary.skipped += 1
         else:
             todo.append(event)
+    if any(e.key in cold for e in todo):
+        todo = _readable(todo, cold, options, S3Storage(s3), summary)
     bar = tqdm(total=len(todo), unit="img", disable=not options.progress, dynamic_ncols=True)
     try:
         if options.dry_run:
@@ -180,6 +228,51 @@ def run(
     summary.interrupted = stop.is_set()
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _readable(
+    todo: list[ObjectEvent],
+    cold: dict[str, str],
+    options: Options,
+    storage: S3Storage,
+    summary: Summary,
+) -> list[ObjectEvent]:
+    """``todo`` less the objects that cannot be read now: those the listing
+    shows in GLACIER or DEEP_ARCHIVE (one HEAD each, no GET) with no restored
+    copy. They are counted, and with ``restore_days`` a restore is requested
+    (once: one under way is left alone); their records stay as they are."""
+    summary.restore_tier = options.restore_tier
+
+    def triage(event: ObjectEvent) -> str:
+        state = storage.restore_state(event.bucket, event.key)
+        if state is not RestoreState.ARCHIVED or not options.restore_days or options.dry_run:
+            return str(state)
+        after = storage.request_restore(
+            event.bucket, event.key, options.restore_days, options.restore_tier
+        )
+        return "requested" if after is RestoreState.RESTORING else str(after)
+
+    cold_events = [e for e in todo if e.key in cold]
+    with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
+        found = dict(zip((e.key for e in cold_events), pool.map(triage, cold_events), strict=True))
+    readable = []
+    for event in todo:
+        state = found.get(event.key, str(RestoreState.READABLE))
+        if state in (RestoreState.READABLE, RestoreState.GONE):
+            readable.append(event)  # the pipeline reads it, or finds it gone
+        elif state == "requested":
+            summary.restore_requested += 1
+        elif state == RestoreState.RESTORING:
+            summary.restoring += 1
+        else:
+            summary.archived += 1
+            summary.archived_classes.add(cold[event.key])
+            if options.dry_run and options.restore_days:
+                summary.actions.append(
+                    f"would restore {event.key} ({cold[event.key]}) for "
+                    f"{options.restore_days} days ({options.restore_tier})"
+                )
+    return readable
 
 
 def _process(
@@ -258,7 +351,9 @@ def _prune(
                         record.bucket, record.key, EventKind.REMOVED, "ObjectRemoved:Backfill"
                     )
                     if pipeline.handle(removed).value == "deleted":
-                        summary.pruned += len(record.renditions)
+                        summary.pruned += sum(
+                            len(r.object_keys) for r in record.renditions.values()
+                        )
             if page.cursor is None:
                 break
             after = page.cursor
@@ -306,4 +401,6 @@ def candidate_sources(folder: str, rest: str) -> list[str]:
 
 def _lists(repository: Repository, bucket: str, source: str, rendition: str) -> bool:
     record = repository.get(keys.image_id(bucket, source))
-    return record is not None and any(r.key == rendition for r in record.renditions.values())
+    return record is not None and any(
+        rendition in r.object_keys for r in record.renditions.values()
+    )

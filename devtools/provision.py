@@ -55,6 +55,7 @@ def provision(
     for bucket in dict.fromkeys([settings.source_bucket, settings.dest_bucket]):
         ensure_bucket(s3, bucket, report)
         lock_down_bucket(s3, bucket, report, tls_only=tls_only)
+    ensure_archive_rule(s3, settings, report)
     if settings.db_backend == "dynamodb":
         ensure_table(ddb or boto3.client("dynamodb"), settings.ddb_table, report)
     else:
@@ -151,6 +152,100 @@ def ensure_bucket_notification(s3: S3Client, bucket: str, queue_arn: str, report
     config["QueueConfigurations"] = queues
     s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=config)  # type: ignore[arg-type]
     report(f"bucket {bucket}: events go to {queue_arn}")
+
+
+ARCHIVE_RULE_ID = "image-pipeline-archive"
+
+
+def archive_prefix(settings: Settings) -> str:
+    """The key prefix the archive rule covers in the source bucket.
+
+    A lifecycle filter can name a prefix, tags or sizes, never "all but
+    RENDITION_PREFIX". With renditions in their own ``DEST_BUCKET`` every
+    object of the source bucket is an original: the whole bucket (""). When
+    they share it, ``UPLOAD_PREFIX``, which settings keep apart from
+    ``RENDITION_PREFIX``, so the rule can never reach a rendition.
+    """
+    return "" if settings.dest_bucket != settings.source_bucket else settings.upload_prefix
+
+
+def archive_rule(settings: Settings) -> dict[str, Any] | None:
+    """The lifecycle rule that moves originals to ``ARCHIVE_STORAGE_CLASS``
+    ``ARCHIVE_AFTER_DAYS`` after upload; None when archiving is off."""
+    if not settings.archive_after_days:
+        return None
+    return {
+        "ID": ARCHIVE_RULE_ID,
+        "Status": "Enabled",
+        "Filter": {"Prefix": archive_prefix(settings)},
+        "Transitions": [
+            {"Days": settings.archive_after_days, "StorageClass": settings.archive_storage_class}
+        ],
+    }
+
+
+def ensure_archive_rule(s3: S3Client, settings: Settings, report: Report) -> None:
+    """Put the archive rule into the source bucket's lifecycle configuration,
+    or take it out when archiving is off; rules with another ID are kept.
+
+    S3 has no per-rule call (PutBucketLifecycleConfiguration replaces the
+    whole document), so this reads, edits and writes it back, bucket-wide
+    settings (``TransitionDefaultMinimumObjectSize``) included."""
+    bucket = settings.source_bucket
+    try:
+        found: dict[str, Any] = dict(s3.get_bucket_lifecycle_configuration(Bucket=bucket))
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "NoSuchLifecycleConfiguration":
+            raise
+        found = {}
+    rules: list[dict[str, Any]] = [dict(r) for r in found.get("Rules", [])]
+    ours = archive_rule(settings)
+    mine = [i for i, r in enumerate(rules) if r.get("ID") == ARCHIVE_RULE_ID]
+    others = [r for r in rules if r.get("ID") != ARCHIVE_RULE_ID]
+    if ours is None:
+        if not mine:
+            return
+        if others:
+            _put_lifecycle(s3, bucket, others, found)
+        else:
+            s3.delete_bucket_lifecycle(Bucket=bucket)
+        report(f"bucket {bucket}: archiving off, lifecycle rule {ARCHIVE_RULE_ID} removed")
+        return
+    if mine:  # in place, where it was
+        wanted = [ours if i == mine[0] else r for i, r in enumerate(rules) if i not in mine[1:]]
+    else:
+        wanted = [*rules, ours]
+    if wanted != rules:
+        _put_lifecycle(s3, bucket, wanted, found)
+    prefix = archive_prefix(settings)
+    what = (
+        f"originals under {prefix}"
+        if prefix
+        else f"originals (the whole bucket: renditions go to {settings.dest_bucket})"
+    )
+    report(
+        f"bucket {bucket}: {what} move to {settings.archive_storage_class} "
+        f"{settings.archive_after_days} days after upload (lifecycle rule {ARCHIVE_RULE_ID})"
+    )
+    if prefix:
+        report(
+            f"bucket {bucket}: renditions share it, so originals outside UPLOAD_PREFIX "
+            f"({prefix}) are not archived; a DEST_BUCKET of their own lets the rule cover "
+            "the whole source bucket"
+        )
+
+
+def _put_lifecycle(
+    s3: S3Client, bucket: str, rules: list[dict[str, Any]], found: dict[str, Any]
+) -> None:
+    extra = {}
+    if found.get("TransitionDefaultMinimumObjectSize"):
+        extra["TransitionDefaultMinimumObjectSize"] = found["TransitionDefaultMinimumObjectSize"]
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket,
+        LifecycleConfiguration={"Rules": rules},  # type: ignore[typeddict-item]
+        **extra,
+    )
 
 
 UPLOAD_CORS_ID = "image-pipeline-uploads"

@@ -14,8 +14,10 @@ from typing import Any
 
 from chalicelib.observability import NAMESPACE
 from chalicelib.repositories import dynamodb
+from chalicelib.settings import ARCHIVE_STORAGE_CLASSES
 from devtools.bucket_policy import bucket_policy
 from devtools.provision import (
+    ARCHIVE_RULE_ID,
     BUCKET_ENCRYPTION,
     MAX_RECEIVE_COUNT,
     PUBLIC_ACCESS_BLOCK,
@@ -86,6 +88,65 @@ def _storage() -> dict[str, dict[str, Any]]:
             "depends_on": [f"aws_s3_bucket_public_access_block.{name}"],
         }
     return storage
+
+
+def _archive_variables() -> dict[str, Any]:
+    days = _variable(
+        "ARCHIVE_AFTER_DAYS: move originals to archive_storage_class this many days after "
+        "upload; 0: off",
+        "number",
+        0,
+    )
+    days["validation"] = [
+        {
+            "condition": "${var.archive_after_days >= 0 && "
+            "var.archive_after_days == floor(var.archive_after_days)}",
+            "error_message": "The archive_after_days variable is whole days, 0 for off.",
+        }
+    ]
+    storage_class = _variable("ARCHIVE_STORAGE_CLASS", "string", ARCHIVE_STORAGE_CLASSES[0])
+    storage_class["validation"] = [
+        {
+            "condition": "${contains("
+            f"{json.dumps(list(ARCHIVE_STORAGE_CLASSES))}, var.archive_storage_class)}}",
+            "error_message": "The archive_storage_class variable is one of "
+            + ", ".join(ARCHIVE_STORAGE_CLASSES)
+            + ".",
+        }
+    ]
+    prefix = _variable(
+        "UPLOAD_PREFIX: where the archive rule applies when renditions share the source bucket",
+        "string",
+        "uploads/",
+    )
+    return {
+        "archive_after_days": days,
+        "archive_storage_class": storage_class,
+        "upload_prefix": prefix,
+    }
+
+
+def _archive_rule() -> dict[str, Any]:
+    """The source bucket's lifecycle configuration: the rule ``provision``
+    merges (same ID and scope, see ``provision.archive_prefix``)."""
+    separate = 'var.dest_bucket != "" && var.dest_bucket != var.source_bucket'
+    return {
+        "count": "${var.archive_after_days > 0 ? 1 : 0}",
+        "bucket": "${aws_s3_bucket.source.id}",
+        "rule": [
+            {
+                "id": ARCHIVE_RULE_ID,
+                "status": "Enabled",
+                "filter": [{"prefix": f'${{{separate} ? "" : var.upload_prefix}}'}],
+                "transition": [
+                    {
+                        "days": "${var.archive_after_days}",
+                        "storage_class": "${var.archive_storage_class}",
+                    }
+                ],
+            }
+        ],
+    }
 
 
 def _snake(name: str) -> str:
@@ -187,6 +248,7 @@ def document() -> dict[str, Any]:
                 "bool",
                 False,
             ),
+            **_archive_variables(),
         },
         "data": {"aws_region": {"current": {}}, "aws_caller_identity": {"current": {}}},
         "resource": {
@@ -201,6 +263,9 @@ def document() -> dict[str, Any]:
                 },
             },
             **_storage(),
+            # Owns the bucket's WHOLE lifecycle configuration: add any other
+            # lifecycle rules of this bucket here, or they are removed on apply.
+            "aws_s3_bucket_lifecycle_configuration": {"archive": _archive_rule()},
             "aws_dynamodb_table": {"records": _table()},
             "aws_sns_topic": {
                 "outcomes": {
@@ -277,6 +342,11 @@ def document() -> dict[str, Any]:
                     "DDB_TABLE": "${aws_dynamodb_table.records.name}",
                     "SNS_TOPIC_ARN": '${var.topic_name != "" ? aws_sns_topic.outcomes[0].arn : ""}',
                     "EVENTS_QUEUE": "${var.events_queue}",
+                    "UPLOAD_PREFIX": "${var.upload_prefix}",
+                    "ARCHIVE_AFTER_DAYS": "${var.archive_after_days > 0 ? "
+                    'tostring(var.archive_after_days) : ""}',
+                    "ARCHIVE_STORAGE_CLASS": "${var.archive_after_days > 0 ? "
+                    'var.archive_storage_class : ""}',
                 },
             },
             "failures_queue_arn": {"value": "${aws_sqs_queue.failures.arn}"},

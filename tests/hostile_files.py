@@ -3,7 +3,9 @@ a cap), big ones for a benchmark (the sizes that once took minutes).
 
 Each is valid enough for the decoders to accept it and spend their time on
 it. They are written with struct and zlib where Pillow would not write them
-(a scan repeated, empty chunks, RLE8), and fast to make at any size.
+(a scan repeated, empty chunks, RLE8), and fast to make at any size; HEIF
+and AVIF ones box by box (``tests/heif_files.py``) around a picture coded
+by pillow-heif or Pillow.
 """
 
 from __future__ import annotations
@@ -11,8 +13,12 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from functools import cache
+from typing import Any
 
 from PIL import Image
+
+from tests import heif_files
 
 
 def progressive_jpeg_repeated_scan(scans: int, width: int = 2048, height: int = 2048) -> bytes:
@@ -231,3 +237,151 @@ def webp_frames(frames: int) -> bytes:
     anim = b"ANIM" + struct.pack("<I", 6) + b"\x00" * 6
     body = b"WEBP" + vp8x + anim + anmf * frames
     return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+# --- HEIF and AVIF ------------------------------------------------------------
+
+
+@cache
+def _tile(fmt: str = "HEIF") -> heif_files.Coded:
+    """A 64x64 picture coded by pillow-heif (HEVC) or Pillow (AV1)."""
+    img = Image.new("RGB", (64, 64), (40, 160, 90))
+    data = heif_files.heic_still(img) if fmt == "HEIF" else heif_files.avif_still(img)
+    return heif_files.coded(data)
+
+
+def _still(fmt: str = "HEIF", **extra: Any) -> bytes:
+    """A valid 64x64 HEIF or AVIF, with ``extra`` passed on to ``heif_files.heif``."""
+    tile = _tile(fmt)
+    extra.setdefault("brands", tile.brands)
+    item = heif_files.Item(1, tile.type, tile.data, list(tile.properties))
+    return heif_files.heif([item], 1, **extra)
+
+
+def isobmff_tiny_boxes(nbytes: int, fmt: str = "HEIF") -> bytes:
+    """A 64x64 HEIF or AVIF whose ``ftyp`` is followed by ``nbytes`` of empty
+    8-byte ``free`` boxes (131,072 in 1 MB), which a reader walks to find the
+    picture."""
+    return _still(fmt, after_ftyp=b"\x00\x00\x00\x08free" * (nbytes // 8))
+
+
+def isobmff_brands(count: int, fmt: str = "AVIF") -> bytes:
+    """A 64x64 AVIF (or HEIF) whose ``ftyp`` lists ``count`` compatible brands."""
+    major, compatible = _tile(fmt).brands
+    listed = [*compatible, *[b"mif1"] * (count - len(compatible))]
+    return _still(fmt, brands=(major, listed))
+
+
+def heif_nested_boxes(depth: int) -> bytes:
+    """A 64x64 HEIF whose ``meta`` holds ``depth`` ``dinf`` boxes, each in the last."""
+    sizes = [8 * (depth - level) for level in range(depth)]
+    nested = b"".join(struct.pack(">I", size) + b"dinf" for size in sizes)
+    return _still(extra_meta=nested)
+
+
+def heif_items(count: int) -> bytes:
+    """A 64x64 HEIF with ``count`` items in all: the picture and EXIF items."""
+    tile = _tile()
+    exif = heif_files.exif_item(1)
+    items = [heif_files.Item(1, tile.type, tile.data, list(tile.properties))]
+    items += [heif_files.Item(n, b"Exif", exif) for n in range(2, count + 1)]
+    return heif_files.heif(items, 1)
+
+
+def heif_declaring_items(count: int) -> bytes:
+    """A 64x64 HEIF whose ``iinf`` box says it lists ``count`` items (it lists one)."""
+    return _still(declared_items=count)
+
+
+def heif_properties(count: int) -> bytes:
+    """A 64x64 HEIF whose picture has ``count`` more properties (distinct ``udes`` boxes)."""
+    tile = _tile()
+    extra = [heif_files.full_box(b"udes", struct.pack(">I", n) + b"\x00" * 4) for n in range(count)]
+    item = heif_files.Item(1, tile.type, tile.data, [*tile.properties, *extra])
+    return heif_files.heif([item], 1)
+
+
+def heif_grid(
+    rows: int,
+    columns: int,
+    size: tuple[int, int] | None = None,
+    tile_size: tuple[int, int] = (64, 64),
+    fmt: str = "HEIF",
+    distinct: bool = True,
+) -> bytes:
+    """A grid of ``rows`` x ``columns`` copies of a 64x64 tile, whose own ``ispe``
+    claims ``size`` (default: what the tiles cover) and each tile's ``tile_size``;
+    ``distinct=False``: one tile item, referenced for every place."""
+    tile = _tile(fmt)
+    width, height = size or (64 * columns, 64 * rows)
+    grid = bytes([0, 1, rows - 1, columns - 1]) + struct.pack(">II", width, height)
+    properties = [p for p in tile.properties if p[4:8] != b"ispe"]
+    properties.append(heif_files.ispe(*tile_size))
+    count = rows * columns if distinct else 1
+    tiles = [
+        heif_files.Item(2 + n, tile.type, tile.data, properties, hidden=True) for n in range(count)
+    ]
+    places = [t.id for t in tiles] if distinct else [2] * (rows * columns)
+    items = [heif_files.Item(1, b"grid", grid, [heif_files.ispe(width, height)]), *tiles]
+    return heif_files.heif(items, 1, [(b"dimg", 1, places)], brands=tile.brands)
+
+
+def heif_derived(levels: int) -> bytes:
+    """A 64x64 HEIF whose picture is ``levels`` grids of one tile, each of the next."""
+    tile = _tile()
+    grid = bytes([0, 1, 0, 0]) + struct.pack(">II", 64, 64)
+    items = [
+        heif_files.Item(1 + n, b"grid", grid, [heif_files.ispe(64, 64)], hidden=n > 0)
+        for n in range(levels)
+    ]
+    items.append(heif_files.Item(1 + levels, tile.type, tile.data, list(tile.properties), True))
+    references = [(b"dimg", 1 + n, [2 + n]) for n in range(levels)]
+    return heif_files.heif(items, 1, references)
+
+
+def heif_grid_loop() -> bytes:
+    """A HEIF whose grid picture is its own tile."""
+    grid = bytes([0, 1, 0, 0]) + struct.pack(">II", 64, 64)
+    items = [heif_files.Item(1, b"grid", grid, [heif_files.ispe(64, 64)])]
+    return heif_files.heif(items, 1, [(b"dimg", 1, [1])])
+
+
+def heif_references(count: int) -> bytes:
+    """A 64x64 HEIF whose EXIF item describes the picture ``count`` times over."""
+    tile = _tile()
+    items = [
+        heif_files.Item(1, tile.type, tile.data, list(tile.properties)),
+        heif_files.Item(2, b"Exif", heif_files.exif_item(1)),
+    ]
+    return heif_files.heif(items, 1, [(b"cdsc", 2, [1] * count)])
+
+
+def heif_associations(items: int, each: int) -> bytes:
+    """A 64x64 HEIF and ``items - 1`` EXIF items, each with ``each`` properties."""
+    tile = _tile()
+    extra = [heif_files.full_box(b"udes", struct.pack(">I", n) + b"\x00" * 4) for n in range(each)]
+    exif = heif_files.exif_item(1)
+    listed = [heif_files.Item(1, tile.type, tile.data, list(tile.properties))]
+    listed += [heif_files.Item(n, b"Exif", exif, extra) for n in range(2, items + 1)]
+    return heif_files.heif(listed, 1)
+
+
+def heif_extents(count: int) -> bytes:
+    """A 64x64 HEIF whose picture's data is cut into ``count`` pieces."""
+    tile = _tile()
+    item = heif_files.Item(1, tile.type, tile.data, list(tile.properties), extents=count)
+    return heif_files.heif([item], 1)
+
+
+def avif_frames(frames: int, table: bytes = b"stsz") -> bytes:
+    """A 2-frame 16x16 AVIF sequence whose sample size table (or another of its
+    frame tables: stts, stsc, stco, stss) says it has ``frames``."""
+    images = [Image.new("RGB", (16, 16), colour) for colour in ("red", "blue")]
+    buffer = io.BytesIO()
+    images[0].save(buffer, "AVIF", save_all=True, append_images=images[1:], duration=40)
+    data = bytearray(buffer.getvalue())
+    at = data.index(table) + 4 + 4  # after the type, the version and flags
+    if table == b"stsz":
+        at += 4  # the sample size
+    struct.pack_into(">I", data, at, frames)
+    return bytes(data)

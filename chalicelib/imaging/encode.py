@@ -1,4 +1,4 @@
-"""Encoding renditions: JPEG, PNG or WebP, with the ICC profile and chosen EXIF."""
+"""Encoding renditions: JPEG, PNG, WebP or AVIF, with the ICC profile and chosen EXIF."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ from PIL import Image
 from .modes import icc_fits
 
 PNG_COMPRESS_LEVEL = 6
-WEBP_METHOD = 4
+# Measured in bench/formats.py (bench/results/formats.md): method 0 is the
+# smallest WebP within the handler's time budget (4-6 save a few percent at
+# 3-9x the time); AVIF speed 9 (10 writes the same bytes) takes ~100 ms for the
+# three 12 MP renditions where 8 takes ~400 ms for 1-2 % fewer bytes. One
+# thread per AVIF encode: the encodes already run two at a time.
+WEBP_METHOD = 0
+AVIF_SPEED = 9
+AVIF_THREADS = 1
 # Baseline Huffman tables, sequential, 4:2:0 chroma. Measured on the 1600 px
 # rendition (bench/results/imaging.md): optimize=True costs about 3x the encode
 # time for 2-3 % smaller files, progressive about 7x for 6 %, and 4:4:4 is 7 %
@@ -32,6 +39,8 @@ def encode(
         params.update(JPEG_PARAMS, quality=quality)
     elif fmt == "PNG":
         params.update(compress_level=PNG_COMPRESS_LEVEL, optimize=False)
+    elif fmt == "AVIF":
+        params.update(quality=quality, speed=AVIF_SPEED, max_threads=AVIF_THREADS)
     else:
         params.update(quality=quality, method=WEBP_METHOD)
     if icc and icc_fits(icc, img.mode):
@@ -46,7 +55,7 @@ def encode(
 def _for_format(img: Image.Image, fmt: str) -> Image.Image:
     if fmt == "JPEG" and img.mode in ("LA", "RGBA"):
         return flatten(img)
-    if fmt == "WEBP" and img.mode in ("L", "LA"):
+    if fmt in ("WEBP", "AVIF") and img.mode in ("L", "LA"):
         return img.convert("RGBA" if img.mode == "LA" else "RGB")
     return img
 

@@ -6,7 +6,7 @@ geometry   result                                         enlarges?
 ``800``    width 800, height by aspect ratio              no
 ``x600``   height 600, width by aspect ratio              no
 ``800x600`` fits inside 800x600, aspect kept              no
-``256x256#`` covers 256x256, centre-cropped to it         yes
+``256x256#`` covers 256x256, cropped to it (gravity)      yes
 ``256x256!`` exactly 256x256, aspect ignored              yes
 ``50%``    scaled to half                                 no
 =========  =============================================  =========
@@ -89,7 +89,11 @@ class Geometry:
         return self.resize_size(width, height)
 
     def crop_box(self, width: int, height: int) -> tuple[int, int, int, int] | None:
-        """Centre crop to apply to an image already scaled to ``resize_size``."""
+        """Centre crop to apply to an image already scaled to ``resize_size``.
+
+        With ``CROP_GRAVITY=attention`` the crop keeps this size and the
+        renderer moves it (``resize.render_with``, ``attention.py``).
+        """
         if self.mode is not Mode.COVER:
             return None
         rw, rh = self.resize_size(width, height)

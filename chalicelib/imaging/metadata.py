@@ -85,6 +85,24 @@ def orientation_of(exif: Image.Exif) -> int:
     return _orientation(exif) or 1
 
 
+def stored_orientation(tiff: bytes | None) -> int | None:
+    """The orientation tag of EXIF data (from its TIFF header on), if valid.
+
+    For HEIF and AVIF, whose plugins give an EXIF whose tag says what is left
+    to apply, not what the file holds (``decode.open_source``).
+    """
+    if not tiff:
+        return None
+    try:
+        exif = Image.Exif()
+        exif.load(tiff)
+        return _orientation(exif)
+    except MemoryError:
+        raise
+    except Exception:
+        return None
+
+
 def extract_metadata(img: Image.Image, exif: Image.Exif) -> dict[str, Any]:
     """The record's ``metadata``: camera fields when known, image facts always.
 
@@ -103,7 +121,7 @@ def extract_metadata(img: Image.Image, exif: Image.Exif) -> dict[str, Any]:
     _put(meta, "f_number", _decimal, sub.get(ExifTags.Base.FNumber))
     _put(meta, "iso", _iso, sub.get(ExifTags.Base.ISOSpeedRatings))
     _put(meta, "focal_length", _decimal, sub.get(ExifTags.Base.FocalLength))
-    if orientation := _orientation(main):
+    if orientation := _source_orientation(img, main):
         meta["orientation"] = orientation
     meta["has_gps"] = any(tag != ExifTags.GPS.GPSVersionID for tag in gps)
     meta["has_icc"] = bool(img.info.get("icc_profile"))
@@ -153,6 +171,19 @@ def _put(meta: dict[str, Any], key: str, convert: Callable[[Any], Any], raw: Any
         return
     if value is not None:
         meta[key] = value
+
+
+def _source_orientation(img: Image.Image, main: Mapping[int, Any]) -> int | None:
+    """The orientation tag as the file stores it.
+
+    HEIF and AVIF: as ``decode`` read it from the file's EXIF item (libheif
+    applies the file's transforms instead and pi-heif resets the tag; Pillow's
+    AVIF plugin puts the transforms in its place), whatever was applied.
+    """
+    if "original_orientation" in img.info:
+        value = img.info["original_orientation"]
+        return value if isinstance(value, int) and 1 <= value <= 8 else None
+    return _orientation(main)
 
 
 def _orientation(exif: Mapping[int, Any]) -> int | None:

@@ -6,23 +6,34 @@
    (Pillow, from the headers alone: no engine sees a file that fails here);
 2. pixels: decode at reduced scale, orient (unless the decoder did), resize
    (the engine's part: ``IMAGE_ENGINE=pillow`` below, ``vips`` in ``vips.py``);
-3. encode every rendition (Pillow, whichever engine made the pixels, so the
-   encoder settings, ICC and EXIF rules are the same for both).
+3. encode every rendition and its alternates (``FORMATS``), in Pillow,
+   whichever engine made the pixels, so the encoder settings, ICC and EXIF
+   rules are the same for both; and the placeholder, from the pixels of an
+   uncropped rendition (no new decode).
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from PIL import Image
 
 from . import decode, resize
 from .encode import encode
-from .formats import OUTPUT_CONTENT_TYPES, SOURCE_CONTENT_TYPES, output_format
+from .formats import OUTPUT_CONTENT_TYPES, output_format, source_content_type
 from .metadata import exif_for_output, extract_metadata, orientation_of, read_exif
-from .model import EncodedRendition, ImagingOptions, ProcessedImage
+from .model import EncodedAlternate, EncodedRendition, ImagingOptions, ProcessedImage
 from .modes import ALPHA_MODES, to_working_mode
+from .placeholder import placeholder
+
+# Threads that encode renditions and alternates side by side.
+ENCODERS = 2
+# The long side a placeholder's source rendition should have at least: the
+# BlurHash is computed on a downscale of about this size.
+PLACEHOLDER_SIDE = 32
 
 
 @dataclass(frozen=True)
@@ -61,19 +72,94 @@ def process_image(data: bytes, options: ImagingOptions) -> ProcessedImage:
     has_alpha = any(image.mode in ALPHA_MODES for image in pixels.images)
     out_format = output_format(options.output_format, header.format, has_alpha)
     exif_out = None if options.strip_metadata else exif_for_output(header.exif)
+    encoded = _encode_all(pixels.images, out_format, options, pixels.icc, exif_out)
     renditions = tuple(
-        _rendition(spec.name, image, out_format, options.jpeg_quality, pixels.icc, exif_out)
-        for spec, image in zip(options.renditions, pixels.images, strict=True)
+        EncodedRendition(
+            spec.name,
+            encoded[(i, out_format)],
+            image.width,
+            image.height,
+            out_format,
+            OUTPUT_CONTENT_TYPES[out_format],
+            tuple(
+                EncodedAlternate(encoded[(i, fmt)], fmt, OUTPUT_CONTENT_TYPES[fmt])
+                for fmt in alternate_formats(out_format, options.formats)
+            ),
+        )
+        for i, (spec, image) in enumerate(zip(options.renditions, pixels.images, strict=True))
     )
     return ProcessedImage(
         header.format,
-        SOURCE_CONTENT_TYPES[header.format],
+        source_content_type(header.format, data),
         header.width,
         header.height,
         header.metadata,
         renditions,
         pixels.engine,
+        placeholder(placeholder_image(pixels.images, header.targets)),
     )
+
+
+def alternate_formats(out_format: str, formats: tuple[str, ...]) -> tuple[str, ...]:
+    """The alternates a rendition in ``out_format`` gets: none in its own format."""
+    return tuple(f for f in formats if f != out_format)
+
+
+def placeholder_image(images: list[Image.Image], targets: list[resize.Target]) -> Image.Image:
+    """The rendition a placeholder is computed from: the smallest that shows
+    the whole frame undistorted and is at least ``PLACEHOLDER_SIDE`` on its
+    long side, so the BlurHash follows the source's aspect ratio, not a
+    crop's. When every rendition is cropped or stretched, the largest."""
+    whole = [
+        image
+        for image, target in zip(images, targets, strict=True)
+        if target.crop is None and target.keeps_aspect
+    ]
+    big_enough = [image for image in whole if max(image.size) >= PLACEHOLDER_SIDE]
+    if big_enough:
+        return min(big_enough, key=lambda image: image.width * image.height)
+    return max(whole or images, key=lambda image: image.width * image.height)
+
+
+def _encode_all(
+    images: list[Image.Image],
+    out_format: str,
+    options: ImagingOptions,
+    icc: bytes | None,
+    exif: bytes | None,
+) -> dict[tuple[int, str], bytes]:
+    """Every rendition in ``out_format`` and its alternates, by (index, format).
+
+    The encoders release the GIL (libjpeg, zlib, libwebp, libavif), so the
+    encodes share ``ENCODERS`` threads, largest image first, so that the
+    threads finish together.
+    """
+    jobs = [
+        (i, fmt)
+        for i in sorted(range(len(images)), key=lambda i: -images[i].width * images[i].height)
+        for fmt in (out_format, *alternate_formats(out_format, options.formats))
+    ]
+
+    def run(job: tuple[int, str]) -> bytes:
+        i, fmt = job
+        return encode(images[i], fmt, quality_of(fmt, options), icc, exif)
+
+    if len(jobs) == 1:
+        return {jobs[0]: run(jobs[0])}
+    futures = [(job, _encoders().submit(run, job)) for job in jobs]
+    return {job: future.result() for job, future in futures}
+
+
+def quality_of(fmt: str, options: ImagingOptions) -> int:
+    """The encoder quality of ``fmt`` (PNG is lossless: it takes none)."""
+    return {"AVIF": options.avif_quality, "WEBP": options.webp_quality}.get(
+        fmt, options.jpeg_quality
+    )
+
+
+@cache
+def _encoders() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=ENCODERS, thread_name_prefix="encode")
 
 
 def rendition_images(data: bytes, options: ImagingOptions) -> list[Image.Image]:
@@ -117,7 +203,7 @@ def read_header(data: bytes, options: ImagingOptions) -> Header:
         frames=frames,
         exif=exif,
         metadata=extract_metadata(img, exif),
-        targets=resize.plan(options.renditions, (width, height)),
+        targets=resize.plan(options.renditions, (width, height), options.crop_gravity),
     )
 
 
@@ -141,10 +227,3 @@ def pillow_pixels(header: Header) -> Pixels:
     base = resize.reduce_base(base, needed)
     base.info = {}  # nothing of the source's may ride along into an encoder
     return Pixels(resize.render(base, header.targets), icc)
-
-
-def _rendition(
-    name: str, image: Image.Image, fmt: str, quality: int, icc: bytes | None, exif: bytes | None
-) -> EncodedRendition:
-    data = encode(image, fmt, quality, icc, exif)
-    return EncodedRendition(name, data, image.width, image.height, fmt, OUTPUT_CONTENT_TYPES[fmt])

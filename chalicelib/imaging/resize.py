@@ -7,9 +7,13 @@ smallest image already made that is still at least twice its size, so the
 Lanczos filter always has enough pixels to work with and never more than it
 needs.
 
-A cover (``#``) rendition resizes only the region its centre crop keeps (Pillow's
+A cover (``#``) rendition resizes only the region its crop keeps (Pillow's
 ``box``), rather than scaling the whole frame and cropping: same pixels, and a
-very long, thin source cannot blow up into a huge intermediate image.
+very long, thin source cannot blow up into a huge intermediate image. Where
+the crop sits is the target's ``gravity``: the centre, decided from the
+header's sizes alone, or ``attention`` (``attention.py``), decided from the
+pixels as the rendition is made, from one saliency map per source that every
+cover rendition shares.
 
 Speed (numbers in ``bench/results/imaging.md``): once the JPEG draft has cut
 the decode, resampling is most of the work. Pillow releases the GIL while it
@@ -29,6 +33,7 @@ from typing import Protocol
 
 from PIL import Image
 
+from . import attention
 from .geometry import Mode, RenditionSpec
 
 # Every resize: Lanczos-3. BICUBIC takes about 20 % less time in all, but the
@@ -60,19 +65,26 @@ class Target:
     size: tuple[int, int]
     """Size to resize to, before any crop."""
     crop: Crop | None
-    """Centre crop after resizing (cover geometry)."""
+    """Centre crop after resizing (cover geometry): with ``gravity``
+    "attention", the size of the crop, which ``render_with`` moves."""
     keeps_aspect: bool
     """Whether the resized image shows the whole frame undistorted."""
+    gravity: str = "centre"
+    """Where ``crop`` sits: "centre" or "attention" (``CROP_GRAVITY``)."""
 
 
-def plan(specs: Sequence[RenditionSpec], size: tuple[int, int]) -> list[Target]:
-    """One target per spec, in the specs' order, for a source of displayed ``size``."""
+def plan(
+    specs: Sequence[RenditionSpec], size: tuple[int, int], gravity: str = "centre"
+) -> list[Target]:
+    """One target per spec, in the specs' order, for a source of displayed
+    ``size``, cover crops placed at ``gravity``."""
     width, height = size
     return [
         Target(
             size=spec.geometry.resize_size(width, height),
             crop=spec.geometry.crop_box(width, height),
             keeps_aspect=spec.geometry.mode is not Mode.EXACT,
+            gravity=gravity if spec.geometry.mode is Mode.COVER else "centre",
         )
         for spec in specs
     ]
@@ -117,6 +129,10 @@ class Resampler[Img](Protocol):
         cropped to ``crop``, without scaling the rest."""
         ...
 
+    def small(self, source: Img, sampling: attention.Sampling) -> Image.Image:
+        """The small Pillow copy of ``source`` that ``attention`` looks at."""
+        ...
+
 
 def render(base: Image.Image, targets: Sequence[Target]) -> list[Image.Image]:
     """The rendition images, in the order of ``targets``."""
@@ -126,14 +142,31 @@ def render(base: Image.Image, targets: Sequence[Target]) -> list[Image.Image]:
 def render_with[Img](engine: Resampler[Img], base: Img, targets: Sequence[Target]) -> list[Img]:
     """``render`` for any engine's images: the one cascade both engines share."""
     results: dict[int, Img] = {}
+    saliency: attention.Saliency | None = None  # of the whole frame, made once
     for i, source in cascade(targets, engine.size(base)):
         image = base if source is None else results[source]
-        crop = targets[i].crop
+        target = targets[i]
+        crop = target.crop
         if crop is None:
-            results[i] = engine.resize(image, targets[i].size)
-        else:
-            results[i] = engine.resize_region(image, targets[i].size, crop)
+            results[i] = engine.resize(image, target.size)
+            continue
+        if target.gravity == "attention":
+            # From the image this crop is cut from: the smallest one made so
+            # far that is big enough for it (the cascade goes largest first).
+            if saliency is None:
+                sampling = attention.sampling(engine.size(image))
+                saliency = attention.Saliency.of(engine.small(image, sampling), sampling.span)
+            crop = attended(saliency, target.size, crop)
+        results[i] = engine.resize_region(image, target.size, crop)
     return [results[i] for i in range(len(targets))]
+
+
+def attended(saliency: attention.Saliency, size: tuple[int, int], crop: Crop) -> Crop:
+    """``crop`` (a window of an image of ``size``) moved to where ``saliency``
+    says the picture's most interesting part is."""
+    width, height = crop[2] - crop[0], crop[3] - crop[1]
+    left, top = attention.best_offset(saliency, size, (width, height))
+    return left, top, left + width, top + height
 
 
 def cascade(targets: Sequence[Target], base_size: tuple[int, int]) -> list[tuple[int, int | None]]:
@@ -174,6 +207,9 @@ class _Pillow:
         left, top, right, bottom = crop
         box = (left * sx, top * sy, right * sx, bottom * sy)
         return _resample(source, (right - left, bottom - top), box)
+
+    def small(self, source: Image.Image, sampling: attention.Sampling) -> Image.Image:
+        return attention.small_copy(source, sampling)
 
 
 PILLOW: Resampler[Image.Image] = _Pillow()

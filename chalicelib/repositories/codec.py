@@ -21,6 +21,7 @@ def sort_value(uploaded_at: str, key: str) -> bytes:
 
 def record_to_doc(record: ImageRecord) -> dict[str, Any]:
     doc = record.to_api()
+    doc["renditions"] = {n: r.to_doc() for n, r in record.renditions.items()}
     doc["sequencer"] = record.sequencer
     doc["pending_event"] = record.pending_event
     doc["fingerprint"] = record.fingerprint
@@ -46,6 +47,7 @@ def record_from_doc(doc: dict[str, Any]) -> ImageRecord:
         height=doc.get("height"),
         renditions={n: Rendition.from_dict(n, r) for n, r in doc.get("renditions", {}).items()},
         metadata=doc.get("metadata") or {},
+        placeholder=doc.get("placeholder"),
         sequencer=doc.get("sequencer") or "",
         pending_event=doc.get("pending_event"),
         fingerprint=doc.get("fingerprint"),

@@ -179,9 +179,10 @@ def _loads(value: Any) -> Any:
 
 _IMAGE_COLUMNS = (
     "id, bucket, s3_key, folder, status, error, format, content_type, width, height, "
-    "size_bytes, etag, renditions, metadata, fingerprint, pending, seq, "
+    "size_bytes, etag, renditions, metadata, placeholder, fingerprint, pending, seq, "
     "uploaded_at, created_at, updated_at"
 )
+_COLUMN_AT = {name.strip(): i for i, name in enumerate(_IMAGE_COLUMNS.split(","))}
 _FOLDER_COLUMNS = "prefix, has_marker, created_at, pending"
 _SELECT_SECRET = "SELECT value FROM secrets WHERE name = %s"  # noqa: S105
 TOKEN_KEY_NAME = "token-key"  # noqa: S105  (the row's name, not a secret)
@@ -189,14 +190,14 @@ _SELECT_FOLDER = f"SELECT {_FOLDER_COLUMNS} FROM folders WHERE prefix_sort = %s"
 _WRITE_COLUMNS = (
     "bucket", "s3_key", "folder", "folder_hash", "state", "seq", "status", "error", "format",
     "content_type", "width", "height", "size_bytes", "etag", "renditions", "metadata",
-    "fingerprint", "pending", "tombstone", "uploaded_at", "created_at", "updated_at",
+    "placeholder", "fingerprint", "pending", "tombstone", "uploaded_at", "created_at", "updated_at",
     "expires_at", "list_sort",
 )  # fmt: skip
 
 
 def _record(row: Sequence[Any]) -> ImageRecord:
     (image_id, bucket, key, folder, status, error, fmt, content_type, width, height,
-     size_bytes, etag, renditions, metadata, fingerprint, pending, seq,
+     size_bytes, etag, renditions, metadata, placeholder, fingerprint, pending, seq,
      uploaded_at, created_at, updated_at) = row  # fmt: skip
     return ImageRecord(
         id=image_id,
@@ -216,6 +217,7 @@ def _record(row: Sequence[Any]) -> ImageRecord:
         height=height,
         renditions={n: Rendition.from_dict(n, r) for n, r in (_loads(renditions) or {}).items()},
         metadata=_loads(metadata) or {},
+        placeholder=_loads(placeholder),
         sequencer=seq,
         pending_event=pending,
         fingerprint=fingerprint,
@@ -239,8 +241,9 @@ def image_row(record: ImageRecord) -> dict[str, Any]:
         "height": record.height,
         "size_bytes": record.size_bytes,
         "etag": record.etag,
-        "renditions": _json({n: r.to_dict() for n, r in record.renditions.items()}),
+        "renditions": _json({n: r.to_doc() for n, r in record.renditions.items()}),
         "metadata": _json(record.metadata),
+        "placeholder": _json(record.placeholder) if record.placeholder else None,
         "fingerprint": record.fingerprint,
         "pending": record.pending_event,
         "tombstone": None,
@@ -304,10 +307,10 @@ class MySQLRepository(Repository):
                 image_id,
                 version,
                 tombstone=Tombstone(
-                    sequencer=row[3 + 16],
+                    sequencer=row[3 + _COLUMN_AT["seq"]],
                     deleted_at=data.get("deleted_at", ""),
                     previous=codec.record_from_doc(previous) if previous else None,
-                    pending_event=row[3 + 15],
+                    pending_event=row[3 + _COLUMN_AT["pending"]],
                 ),
             )
 

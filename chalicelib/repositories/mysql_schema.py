@@ -97,6 +97,14 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        4,
+        "placeholders (BlurHash and average colour) of processed images",
+        ["ALTER TABLE images ADD COLUMN placeholder JSON NULL"],
+    )
+)
+
 LATEST = MIGRATIONS[-1][0]
 
 

@@ -12,8 +12,14 @@ import struct
 from dataclasses import fields
 from typing import Any, BinaryIO
 
+from chalicelib.bounds import bounded_placeholder
 from chalicelib.imaging.geometry import parse_renditions
-from chalicelib.imaging.model import EncodedRendition, ImagingOptions, ProcessedImage
+from chalicelib.imaging.model import (
+    EncodedAlternate,
+    EncodedRendition,
+    ImagingOptions,
+    ProcessedImage,
+)
 
 PREFIX = struct.Struct(">II")
 # Headers carry options or a result whose metadata is bounded to 4 KB.
@@ -96,10 +102,14 @@ def options_from_json(value: dict[str, Any]) -> ImagingOptions:
     known = {f.name for f in fields(ImagingOptions)}
     args = {k: v for k, v in value.items() if k in known}
     args["renditions"] = parse_renditions(str(value["renditions"]))
+    if "formats" in args:
+        args["formats"] = tuple(map(str, args["formats"]))
     return ImagingOptions(**args)
 
 
 def result_to_message(image: ProcessedImage) -> tuple[dict[str, Any], bytes]:
+    """The result as a header and a payload of every rendition's bytes, each
+    followed by its alternates'."""
     header = {
         "format": image.format,
         "content_type": image.content_type,
@@ -107,6 +117,7 @@ def result_to_message(image: ProcessedImage) -> tuple[dict[str, Any], bytes]:
         "height": image.height,
         "metadata": image.metadata,
         "engine": image.engine,
+        "placeholder": image.placeholder,
         "renditions": [
             {
                 "name": r.name,
@@ -115,34 +126,39 @@ def result_to_message(image: ProcessedImage) -> tuple[dict[str, Any], bytes]:
                 "format": r.format,
                 "content_type": r.content_type,
                 "size": len(r.data),
+                "alternates": [
+                    {"format": a.format, "content_type": a.content_type, "size": len(a.data)}
+                    for a in r.alternates
+                ],
             }
             for r in image.renditions
         ],
     }
-    return header, b"".join(r.data for r in image.renditions)
+    parts = [part for r in image.renditions for part in (r.data, *(a.data for a in r.alternates))]
+    return header, b"".join(parts)
 
 
 def result_from_message(header: dict[str, Any], payload: bytes) -> ProcessedImage:
     try:
-        renditions: list[EncodedRendition] = []
-        at = 0
-        for r in header["renditions"]:
-            size = int(r["size"])
-            if size < 0 or at + size > len(payload):
-                raise ProtocolError("rendition sizes do not match the payload")
-            renditions.append(
-                EncodedRendition(
-                    str(r["name"]),
-                    payload[at : at + size],
-                    int(r["width"]),
-                    int(r["height"]),
-                    str(r["format"]),
-                    str(r["content_type"]),
-                )
+        cursor = _Cursor(payload)
+        renditions = [
+            EncodedRendition(
+                str(r["name"]),
+                cursor.take(r["size"]),
+                int(r["width"]),
+                int(r["height"]),
+                str(r["format"]),
+                str(r["content_type"]),
+                tuple(
+                    EncodedAlternate(
+                        cursor.take(a["size"]), str(a["format"]), str(a["content_type"])
+                    )
+                    for a in r.get("alternates") or ()
+                ),
             )
-            at += size
-        if at != len(payload):
-            raise ProtocolError("rendition sizes do not match the payload")
+            for r in header["renditions"]
+        ]
+        cursor.finish()
         metadata = header["metadata"]
         if not isinstance(metadata, dict):
             raise ProtocolError("metadata is not an object")
@@ -154,6 +170,26 @@ def result_from_message(header: dict[str, Any], payload: bytes) -> ProcessedImag
             metadata,
             tuple(renditions),
             str(header["engine"]),
+            bounded_placeholder(header.get("placeholder")),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ProtocolError(f"malformed result: {exc!r}") from None
+
+
+class _Cursor:
+    """Cuts a payload into consecutive parts of the sizes a header states."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self.at = 0
+
+    def take(self, size: Any) -> bytes:
+        size = int(size)
+        if size < 0 or self.at + size > len(self.payload):
+            raise ProtocolError("rendition sizes do not match the payload")
+        self.at += size
+        return self.payload[self.at - size : self.at]
+
+    def finish(self) -> None:
+        if self.at != len(self.payload):
+            raise ProtocolError("rendition sizes do not match the payload")

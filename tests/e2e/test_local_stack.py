@@ -18,7 +18,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,15 +43,19 @@ class LocalStack:
     process: subprocess.Popen[bytes]
 
     @classmethod
-    def launch(cls, log: Any) -> LocalStack:
+    def launch(cls, log: Any, settings: Mapping[str, str] | None = None) -> LocalStack:
         """``manage.py dev`` on free ports, in its own process group, without
-        any AWS settings of the caller's environment."""
+        any AWS settings of the caller's environment. ``settings`` (e.g.
+        ``FORMATS``) reach the app through that environment: ``manage.py dev``
+        lays the stage's ``config.json`` variables over it, so only those the
+        stage leaves unset take effect."""
         aws_port, api_port = free_port(), free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         process = subprocess.Popen(
             [sys.executable, "manage.py", "dev", "--aws-port", str(aws_port),
              "--api-port", str(api_port)],
             cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+            env={**env, **(settings or {})},
         )  # fmt: skip
         return cls(f"http://127.0.0.1:{api_port}/", f"http://127.0.0.1:{aws_port}", process)
 
@@ -88,23 +93,55 @@ def browser_or_skip() -> tuple[str, str]:
     pytest.skip(message)
 
 
-@pytest.fixture
-def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
+def chromium(tmp_path: Path) -> Any:
+    """Headless Chromium through Debian's chromedriver, its console kept for ``get_log``."""
+    binary, driver = browser_or_skip()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--window-size=1280,900", f"--user-data-dir={tmp_path / 'chromium'}",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=options, service=Service(executable_path=driver))
+
+
+def console_errors(browser: Any) -> list[dict[str, Any]]:
+    """What the page logged as errors (CSP violations among them) since the last call."""
+    return [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+
+
+@contextmanager
+def running_stack(
+    tmp_path: Path, settings: Mapping[str, str] | None = None
+) -> Iterator[LocalStack]:
+    """``manage.py dev`` up until the block ends, then stopped as Ctrl-C would; when the
+    block succeeded, checked to have stopped cleanly (stopped however it ended)."""
     log = (tmp_path / "dev.log").open("wb")
-    stack = LocalStack.launch(log)
+    stack = LocalStack.launch(log, settings)
     process = stack.process
     aws_port, api_port = stack.ports
-    deadline = time.monotonic() + TIMEOUT
-    while b"Ctrl-C stops everything" not in (tmp_path / "dev.log").read_bytes():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError((tmp_path / "dev.log").read_text(errors="replace"))
-        time.sleep(0.2)
-    yield stack
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
-        process.wait(timeout=30)
-    log.close()
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while b"Ctrl-C stops everything" not in (tmp_path / "dev.log").read_bytes():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError((tmp_path / "dev.log").read_text(errors="replace"))
+            time.sleep(0.2)
+        yield stack  # an exception in the block is raised here: the finally still stops it
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        log.close()
     output = (tmp_path / "dev.log").read_text(errors="replace")
     assert process.returncode == 0, output
     assert "stopped" in output
@@ -117,10 +154,14 @@ def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
 
 
+@pytest.fixture
+def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
+    with running_stack(tmp_path) as stack:
+        yield stack
+
+
 def test_upload_then_see_it_in_the_gallery(local_stack: LocalStack, tmp_path: Path) -> None:
-    chromium, driver_path = browser_or_skip()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    browser_or_skip()
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
@@ -131,15 +172,7 @@ def test_upload_then_see_it_in_the_gallery(local_stack: LocalStack, tmp_path: Pa
     image = local_stack.wait_listed("holiday/beach.jpg")
     assert set(image["renditions"]) == {"thumb", "medium", "large"}
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--window-size=1280,900", f"--user-data-dir={tmp_path / 'chromium'}",
-    ):  # fmt: skip
-        options.add_argument(flag)
-    browser = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
+    browser = chromium(tmp_path)
     wait = WebDriverWait(browser, TIMEOUT)
     try:
         browser.get(local_stack.api)
@@ -152,8 +185,6 @@ def test_upload_then_see_it_in_the_gallery(local_stack: LocalStack, tmp_path: Pa
         )
         ARTIFACTS.mkdir(exist_ok=True)
         browser.save_screenshot(str(ARTIFACTS / "gallery.png"))
-        if os.environ.get("UPDATE_SCREENSHOT") == "1":
-            browser.save_screenshot(str(PROJECT / "docs" / "gallery.png"))
 
         browser.find_element(By.CSS_SELECTOR, "a.card").click()
         detail = wait.until(expected_conditions.visibility_of_element_located((By.ID, "detail")))
@@ -188,6 +219,7 @@ def test_upload_then_see_it_in_the_gallery(local_stack: LocalStack, tmp_path: Pa
         assert (uploaded["width"], uploaded["height"]) == (800, 600)
         assert browser.find_elements(By.CSS_SELECTOR, f'#grid .name[title="{processed[1]}"]')
         browser.save_screenshot(str(ARTIFACTS / "after-upload.png"))
+        assert console_errors(browser) == []
     finally:
         browser.quit()
 

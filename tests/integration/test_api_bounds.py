@@ -154,7 +154,7 @@ def test_pages_cut_by_a_small_bound_list_every_record_once_in_order(
         repository.save(r, None)
     expected = [r.key for r in sorted(records, key=lambda r: (r.uploaded_at, r.key), reverse=True)]
     bound = 5_000
-    api = ImagesApi(repository, stack.bucket, lambda b, k: f"https://cdn/{b}/{k}", bound)
+    api = ImagesApi(repository, stack.bucket, lambda b, k, e: f"https://cdn/{b}/{k}", bound)
 
     pages: list[dict[str, Any]] = []
     token = None

@@ -23,11 +23,11 @@ class FlakyStorage(S3Storage):
         self.fail_key_part = fail_key_part
         self.failed = False
 
-    def write_rendition(self, bucket: str, key: str, data: bytes, **kwargs: Any) -> None:
+    def write_rendition(self, bucket: str, key: str, data: bytes, **kwargs: Any) -> str:
         if self.fail_key_part in key and not self.failed:
             self.failed = True
             raise ConnectionError(f"PutObject {key}: connection reset")
-        super().write_rendition(bucket, key, data, **kwargs)
+        return super().write_rendition(bucket, key, data, **kwargs)
 
 
 def test_one_rendition_put_failing_raises_and_the_retry_converges(stack: Stack) -> None:

@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import boto3
+import pytest
+from botocore.exceptions import ClientError
 
 from chalicelib.repositories.dynamodb import TTL_ATTRIBUTE, table_definition
 from chalicelib.settings import Settings
@@ -202,3 +204,93 @@ def test_queues_are_encrypted_with_sqs_managed_keys(aws: str) -> None:
         found = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
         assert found["SqsManagedSseEnabled"] == "true", name
         assert "KmsMasterKeyId" not in found, name
+
+
+ARCHIVING = TWO_BUCKETS | {"ARCHIVE_AFTER_DAYS": "30"}
+THEIRS = [
+    {"ID": "expire-logs", "Status": "Enabled", "Filter": {"Prefix": "logs/"},
+     "Expiration": {"Days": 7}},
+    {"ID": "tagged-to-ia", "Status": "Enabled",
+     "Filter": {"And": {"Prefix": "raw/", "Tags": [{"Key": "tier", "Value": "cold"}]}},
+     "Transitions": [{"Days": 45, "StorageClass": "STANDARD_IA"}]},
+]  # fmt: skip
+
+
+def _rules(bucket: str) -> list[dict[str, Any]]:
+    return [
+        dict(r)
+        for r in boto3.client("s3").get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    ]
+
+
+def test_the_archive_rule_merges_with_rules_provision_did_not_write(aws: str) -> None:
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="in-box")
+    s3.put_bucket_lifecycle_configuration(Bucket="in-box", LifecycleConfiguration={"Rules": THEIRS})  # type: ignore[typeddict-item]
+    said: list[str] = []
+
+    provision(Settings.from_env(ARCHIVING), report=said.append)
+    provision(Settings.from_env(ARCHIVING), report=said.append)
+
+    rules = _rules("in-box")
+    assert rules[:2] == THEIRS and len(rules) == 3
+    assert rules[2] == {
+        "ID": "image-pipeline-archive",
+        "Status": "Enabled",
+        "Filter": {"Prefix": ""},
+        "Transitions": [{"Days": 30, "StorageClass": "GLACIER_IR"}],
+    }
+    assert (
+        said.count(
+            "bucket in-box: originals (the whole bucket: renditions go to out-box) move to "
+            "GLACIER_IR 30 days after upload (lifecycle rule image-pipeline-archive)"
+        )
+        == 2
+    )
+    with pytest.raises(ClientError, match="NoSuchLifecycleConfiguration"):
+        s3.get_bucket_lifecycle_configuration(Bucket="out-box")
+
+    # new settings replace the rule in place; the others stay as they were
+    changed = ARCHIVING | {"ARCHIVE_AFTER_DAYS": "120", "ARCHIVE_STORAGE_CLASS": "GLACIER"}
+    provision(Settings.from_env(changed), report=lambda _: None)
+    rules = _rules("in-box")
+    assert rules[:2] == THEIRS and len(rules) == 3
+    assert rules[2]["Transitions"] == [{"Days": 120, "StorageClass": "GLACIER"}]
+
+    # archiving off removes its own rule only
+    said.clear()
+    provision(Settings.from_env(TWO_BUCKETS), report=said.append)
+    assert _rules("in-box") == THEIRS
+    assert "bucket in-box: archiving off, lifecycle rule image-pipeline-archive removed" in said
+
+
+def test_archiving_off_leaves_no_lifecycle_configuration_of_its_own(aws: str) -> None:
+    s3 = boto3.client("s3")
+    provision(Settings.from_env(TWO_BUCKETS), report=lambda _: None)
+    with pytest.raises(ClientError, match="NoSuchLifecycleConfiguration"):
+        s3.get_bucket_lifecycle_configuration(Bucket="in-box")
+
+    provision(Settings.from_env(ARCHIVING), report=lambda _: None)
+    assert [r["ID"] for r in _rules("in-box")] == ["image-pipeline-archive"]
+    provision(Settings.from_env(TWO_BUCKETS), report=lambda _: None)
+    with pytest.raises(ClientError, match="NoSuchLifecycleConfiguration"):
+        s3.get_bucket_lifecycle_configuration(Bucket="in-box")
+
+
+def test_in_a_shared_bucket_the_rule_is_scoped_to_the_upload_prefix(aws: str) -> None:
+    env = {
+        "SOURCE_BUCKET": "in-box",
+        "DDB_TABLE": "records",
+        "ARCHIVE_AFTER_DAYS": "7",
+        "UPLOAD_PREFIX": "incoming/",
+        "ARCHIVE_STORAGE_CLASS": "INTELLIGENT_TIERING",
+    }
+    said: list[str] = []
+
+    provision(Settings.from_env(env), report=said.append)
+
+    [rule] = _rules("in-box")
+    assert rule["Filter"] == {"Prefix": "incoming/"}
+    assert rule["Transitions"] == [{"Days": 7, "StorageClass": "INTELLIGENT_TIERING"}]
+    assert not "resized/thumb/incoming/a.jpg".startswith(rule["Filter"]["Prefix"])
+    assert any("originals outside UPLOAD_PREFIX (incoming/) are not archived" in s for s in said)

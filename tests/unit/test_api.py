@@ -53,7 +53,7 @@ def add(
     return record
 
 
-def presign(bucket: str, key: str) -> str:
+def presign(bucket: str, key: str, etag: str | None = None) -> str:
     return f"https://signed/{bucket}/{key}"
 
 
@@ -395,7 +395,7 @@ def test_a_page_of_large_records_fits_the_lambda_response() -> None:
             metadata=metadata,
         )
 
-    def s3_like(bucket: str, key: str) -> str:
+    def s3_like(bucket: str, key: str, etag: str | None = None) -> str:
         query = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=" + "A" * 60
         return f"https://{bucket}.s3.amazonaws.com/{quote(key)}?{query}&X-Amz-Signature={'0' * 64}"
 

@@ -18,7 +18,9 @@ from chalicelib.imaging.decode import decoding
 from tests.support import png_claiming
 from tests.unit.conftest import Process
 
-NOT_AN_IMAGE = "not an image this pipeline accepts (allowed: JPEG, PNG, WebP, GIF, TIFF, BMP)"
+NOT_AN_IMAGE = (
+    "not an image this pipeline accepts (allowed: JPEG, PNG, WebP, GIF, TIFF, BMP, HEIC/HEIF, AVIF)"
+)
 
 
 def encoded(img: Image.Image, fmt: str, **params: Any) -> bytes:

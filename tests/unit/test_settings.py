@@ -22,7 +22,10 @@ def test_defaults_follow_the_contract() -> None:
         "large=1600x1600",
     ]
     assert (s.output_format, s.jpeg_quality, s.strip_metadata) == ("auto", 85, True)
-    assert s.image_suffixes == (".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp")
+    assert s.image_suffixes == (
+        *(".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp"),
+        *(".heic", ".heif", ".avif"),
+    )
     assert (s.max_source_bytes, s.max_source_pixels) == (52_428_800, 50_000_000)
     assert (s.db_backend, s.api_auth, s.uploads_enabled, s.url_expires) == (
         "dynamodb",
@@ -199,3 +202,52 @@ def test_a_missing_packaged_bundle_says_where_to_get_it(tmp_path: Path) -> None:
     assert "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem" in problem
     assert "chalicelib/certs/rds-global-bundle.pem" in problem
     assert "DB_TLS_CA" in problem
+
+
+def test_formats_qualities_and_gravity() -> None:
+    s = Settings.from_env(MINIMAL)
+    assert (s.formats, s.crop_gravity) == ((), "centre")
+    assert 1 <= s.avif_quality <= 100 and 1 <= s.webp_quality <= 100
+    s = Settings.from_env(
+        MINIMAL
+        | {"FORMATS": " AVIF, webp ", "AVIF_QUALITY": "50", "WEBP_QUALITY": "70"}
+        | {"CROP_GRAVITY": "attention"}
+    )
+    assert (s.formats, s.avif_quality, s.webp_quality) == (("avif", "webp"), 50, 70)
+    assert s.crop_gravity == "attention"
+    assert Settings.from_env(MINIMAL | {"FORMATS": "webp,avif"}).formats == ("webp", "avif")
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"FORMATS": "avif,gif"}, "FORMATS: gif not among avif, webp"),
+        ({"FORMATS": "webp,webp"}, "names a format twice"),
+        ({"AVIF_QUALITY": "0"}, "AVIF_QUALITY=0 must be between 1 and 100"),
+        ({"WEBP_QUALITY": "101"}, "WEBP_QUALITY=101 must be between 1 and 100"),
+        ({"CROP_GRAVITY": "north"}, "CROP_GRAVITY='north' must be one of centre, attention"),
+    ],
+)
+def test_bad_format_settings_are_refused(env: dict[str, str], says: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(MINIMAL | env)
+    [problem] = raised.value.problems
+    assert says in problem
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"FORMATS": "avif"},
+        {"FORMATS": "avif,webp"},
+        {"AVIF_QUALITY": "40"},
+        {"WEBP_QUALITY": "60"},
+        {"CROP_GRAVITY": "attention"},
+    ],
+)
+def test_format_settings_change_the_fingerprint(change: dict[str, str]) -> None:
+    """So ``backfill --only-missing`` re-renders records made without them."""
+    base = Settings.from_env(MINIMAL | {"FORMATS": "webp,avif"})
+    assert Settings.from_env(MINIMAL | {"FORMATS": "webp,avif"} | change).fingerprint != (
+        base.fingerprint
+    )

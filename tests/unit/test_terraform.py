@@ -9,8 +9,8 @@ from pathlib import Path
 
 from chalicelib.observability import METRICS, NAMESPACE
 from chalicelib.repositories.dynamodb import TTL_ATTRIBUTE, table_definition
-from chalicelib.settings import Settings
-from devtools.provision import QUEUE_EVENTS
+from chalicelib.settings import ARCHIVE_STORAGE_CLASSES, Settings
+from devtools.provision import ARCHIVE_RULE_ID, QUEUE_EVENTS
 from devtools.stages import merge_environment, stage_environment
 from devtools.terraform import render
 
@@ -134,3 +134,33 @@ def test_dashboard_shows_the_emitted_metrics_and_lambda_health() -> None:
         assert metric in text
     assert f"{{{NAMESPACE},Function}}" in text
     assert all(w["properties"]["region"] for w in body["widgets"])
+
+
+def test_archive_rule_is_the_one_provision_merges() -> None:
+    doc = json.loads(INFRA.read_text())
+    lifecycle = doc["resource"]["aws_s3_bucket_lifecycle_configuration"]["archive"]
+    assert lifecycle["count"] == "${var.archive_after_days > 0 ? 1 : 0}"
+    assert lifecycle["bucket"] == "${aws_s3_bucket.source.id}"  # never the destination
+    [rule] = lifecycle["rule"]
+    assert rule["id"] == ARCHIVE_RULE_ID and rule["status"] == "Enabled"
+    # provision.archive_prefix: the whole bucket when renditions have their own,
+    # UPLOAD_PREFIX when they share it
+    [scope] = rule["filter"]
+    assert scope == {
+        "prefix": '${var.dest_bucket != "" && var.dest_bucket != var.source_bucket'
+        ' ? "" : var.upload_prefix}'
+    }
+    assert rule["transition"] == [
+        {"days": "${var.archive_after_days}", "storage_class": "${var.archive_storage_class}"}
+    ]
+    variables = doc["variable"]
+    assert variables["archive_after_days"]["default"] == 0
+    assert variables["archive_storage_class"]["default"] == "GLACIER_IR"
+    assert (
+        variables["upload_prefix"]["default"]
+        == Settings(source_bucket="s", dest_bucket="s").upload_prefix
+    )
+    [check] = variables["archive_storage_class"]["validation"]
+    assert json.dumps(list(ARCHIVE_STORAGE_CLASSES)) in check["condition"]
+    outputs = doc["output"]["chalice_environment"]["value"]
+    assert {"ARCHIVE_AFTER_DAYS", "ARCHIVE_STORAGE_CLASS", "UPLOAD_PREFIX"} <= set(outputs)

@@ -196,3 +196,57 @@ JPEG = {"filename": "a.jpg", "content_type": "image/jpeg"}
 def test_fields_of_the_wrong_type_are_named(body: dict[str, Any], field: str) -> None:
     with pytest.raises(BadRequest, match=field):
         api().create(body)
+
+
+@pytest.mark.parametrize(
+    ("filename", "content_type"),
+    [
+        ("IMG_0001.HEIC", "image/heic"),
+        ("IMG_0001.heic", "image/heif"),  # .heic and .heif name the same container
+        ("photo.heif", "image/heif"),
+        ("photo.heif", "image/heic"),
+        ("photo.avif", "image/avif"),
+    ],
+)
+def test_heic_heif_and_avif_uploads(filename: str, content_type: str) -> None:
+    answer = api().create({"filename": filename, "content_type": content_type, "folder": "p/"})
+
+    stem, ext = filename.rsplit(".", 1)
+    assert re.fullmatch(rf"uploads/p/{stem}-{ID}\.{ext}", answer["key"]), answer["key"]
+    assert answer["fields"]["Content-Type"] == content_type
+    assert conditions_on("Content-Type", policy(answer)["conditions"]) == [
+        {"Content-Type": content_type}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("filename", "content_type", "message"),
+    [
+        ("a.avif", "image/heic", "a image/heic file must end in .heic or .heif"),
+        ("a.heic", "image/avif", "a image/avif file must end in .avif"),
+        ("a.heic", "image/jpeg", "a image/jpeg file must end in .jpg or .jpeg"),
+        ("a.jpg", "image/heif", "a image/heif file must end in .heif or .heic"),
+    ],
+)
+def test_extension_must_match_the_heif_and_avif_types(
+    filename: str, content_type: str, message: str
+) -> None:
+    with pytest.raises(BadRequest) as caught:
+        api().create({"filename": filename, "content_type": content_type})
+    assert str(caught.value) == message
+
+
+def test_a_type_the_stage_does_not_process_is_refused() -> None:
+    uploads = api(IMAGE_SUFFIXES=".jpg,.jpeg,.png")
+    with pytest.raises(BadRequest) as caught:
+        uploads.create({"filename": "a.heic", "content_type": "image/heic"})
+    assert str(caught.value) == (
+        "this stage does not process .heic files (IMAGE_SUFFIXES: .jpg,.jpeg,.png)"
+    )
+
+
+def test_every_input_format_has_a_content_type() -> None:
+    with pytest.raises(BadRequest) as caught:
+        api().create({"filename": "a.jxl", "content_type": "image/jxl"})
+    for content_type in ("image/heic", "image/heif", "image/avif", "image/jpeg", "image/bmp"):
+        assert content_type in str(caught.value)
