@@ -99,8 +99,10 @@ def handle_object_removed(event: S3Event) -> list[str]:
 
 
 def handle_queued_events(event: SQSEvent) -> list[str]:
-    """Each message deleted once handled; when time runs short, the rest are
-    handed back and the invocation raises (``chalicelib.queue``)."""
+    """Each message deleted once handled, several at once (one per imaging
+    worker); when time runs short, the rest are handed back and the
+    invocation raises (``chalicelib.queue``)."""
+    from chalicelib.factory import batch_concurrency
     from chalicelib.queue import Message, process_batch
     from chalicelib.sandbox import source_seconds
 
@@ -109,13 +111,17 @@ def handle_queued_events(event: SQSEvent) -> list[str]:
         Message(r.body, r.receipt_handle, r.to_dict().get("eventSourceARN", "")) for r in event
     ]
     pipeline = _pipeline()
-    deadline = _deadline(getattr(event, "context", None))
+    context = getattr(event, "context", None)
+    deadline = _deadline(context)
+    # Asked before each message starts (the local pump's context says 0 once it is stopping).
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
     return process_batch(
         messages,
         lambda e: pipeline.handle(e, deadline).value,
         _sqs_queue(),
-        time_left=None if deadline is None else lambda: deadline - time.monotonic(),
+        time_left=None if remaining is None else lambda: remaining() / 1000,
         needed=source_seconds(pipeline.settings.processing_timeout),
+        concurrency=batch_concurrency(pipeline.imaging),
     )
 
 

@@ -22,7 +22,14 @@ from chalicelib.metadata_function import Invoke, RemoteMetadata, lambda_invoker
 from chalicelib.notify import Notifier, NullNotifier, SnsNotifier
 from chalicelib.pipeline import Pipeline
 from chalicelib.repositories.base import Repository
-from chalicelib.sandbox import Imaging, IsolatedImaging, WorkerPool, worker_memory_bytes
+from chalicelib.sandbox import (
+    MAX_WORKERS,
+    Imaging,
+    IsolatedImaging,
+    WorkerPool,
+    pool_sizing,
+    worker_memory_bytes,
+)
 from chalicelib.settings import Settings
 from chalicelib.storage import S3Storage
 from chalicelib.uploads import UploadsApi
@@ -33,8 +40,13 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 # Standard retry mode backs off on throttling; whatever still fails is
-# raised for Lambda to retry the whole event.
-_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, max_pool_connections=16)
+# raised for Lambda to retry the whole event. Connections: the pipeline puts up
+# to 8 renditions at once for each source in flight, and up to MAX_WORKERS
+# sources are in flight (``pool_sizing``); a client whose pool is full opens
+# and drops extra connections, with a warning each.
+_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 4}, max_pool_connections=8 * MAX_WORKERS + 8
+)
 
 
 # boto3's default session is not thread-safe: what this module makes from it
@@ -128,11 +140,16 @@ _POOLS: dict[int, IsolatedImaging] = {}
 _POOLS_LOCK = threading.Lock()
 
 
-def isolated_imaging(workers: int = 1) -> IsolatedImaging:
-    """The process's imaging workers (up to ``workers``), shared by every
-    pipeline the process builds: one pool per Lambda container, however often
-    tests or tools build pipelines. A worker starts when the first source needs
-    it, so a function that never decodes (the removal handler) starts none."""
+def isolated_imaging(workers: int | None = None) -> IsolatedImaging:
+    """The process's imaging workers, shared by every pipeline the process
+    builds: one pool per Lambda container, however often tests or tools build
+    pipelines. As many workers as ``pool_sizing`` says (the CPUs, and on
+    Lambda the function's memory), or ``workers``, each with its share of the
+    memory (``worker_memory_bytes``). A worker starts when the first source
+    needs it, so a function that never decodes (the removal handler) starts
+    none."""
+    if workers is None:
+        workers = pool_sizing().workers
     with _POOLS_LOCK:
         if workers not in _POOLS:
             pool = WorkerPool(workers, worker_memory_bytes(workers))
@@ -141,13 +158,20 @@ def isolated_imaging(workers: int = 1) -> IsolatedImaging:
         return _POOLS[workers]
 
 
+def batch_concurrency(imaging: Imaging) -> int:
+    """How many messages of an SQS batch the pipeline's imaging lets run at
+    once: one per worker process (a message in flight without a worker would
+    only wait for one, holding its source), one for in-process imaging."""
+    return imaging.concurrency if isinstance(imaging, IsolatedImaging) else 1
+
+
 def build_pipeline(
     settings: Settings, invoke_metadata: Invoke | None = None, imaging: Imaging | None = None
 ) -> Pipeline:
     """The pipeline for ``settings``. ``invoke_metadata`` calls the child
     function (default with ``METADATA_FUNCTION``: the Lambda API); ``imaging``
-    decodes the sources (default: one worker process, bounded in time and
-    memory)."""
+    decodes the sources (default: the process's worker processes, bounded in
+    time and memory, as many as ``pool_sizing`` says)."""
     remote = None
     if settings.metadata_function:
         if invoke_metadata is None:

@@ -2,12 +2,14 @@
 
 One process tree: moto's server (S3, DynamoDB, SNS, SQS), an event pump that
 long-polls the stage's queue and hands each batch to ``handle_queued_events``
-(the code Lambda runs), and ``chalice local`` serving the REST API and the
-gallery. SIGINT or SIGTERM stops all of it.
+(the code Lambda runs; several batches at once, one per imaging worker), and
+``chalice local`` serving the REST API and the gallery. SIGINT or SIGTERM
+stops all of it: the pump receives no more, the messages being handled finish.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -49,6 +51,11 @@ class Options:
         return "local-mysql" if self.db == "mysql" else "local"
 
 
+# How long a stop waits for the messages being handled (each at most
+# PROCESSING_TIMEOUT to decode; a photo takes about a second).
+PUMP_STOP_SECONDS = 15
+
+
 class PortInUse(SystemExit):
     pass
 
@@ -68,10 +75,47 @@ def check_port(host: str, port: int, option: str) -> None:
             ) from None
 
 
-class EventPump(threading.Thread):
-    """Lambda's SQS poller, locally: receive, invoke the handler, delete."""
+class PumpContext:
+    """The Lambda context the pump gives each invocation: the function's
+    ``lambda_timeout`` from its start, and no time left at all once the pump is
+    stopping, so that the handler starts no further message of its batch and
+    hands the rest back, as it does when an invocation runs out of time."""
 
-    def __init__(self, app: ModuleType, queue: str, timeout: int = 60, wait: int = 1) -> None:
+    def __init__(self, timeout_ms: int, stopping: threading.Event) -> None:
+        from chalice.local import LambdaContext
+
+        self._lambda = LambdaContext("handle_queued_events", 1769, timeout_ms)
+        self._stopping = stopping
+        self.aws_request_id = self._lambda.aws_request_id
+        self.function_name = self._lambda.function_name
+        self.memory_limit_in_mb = self._lambda.memory_limit_in_mb
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 0 if self._stopping.is_set() else int(self._lambda.get_remaining_time_in_millis())
+
+
+class EventPump(threading.Thread):
+    """Lambda's SQS poller, locally: receive, invoke the handler, delete.
+
+    Up to ``invocations`` batches are handled at once (default: as many as the
+    handler has imaging workers, ``chalicelib.sandbox.pool_sizing``), each
+    by a poller thread of its own, as Lambda runs concurrent invocations for a
+    busy queue; within a batch the handler works on as many messages at once
+    as it has workers. So the workers stay busy while a batch finishes its
+    last, slow message, and with one worker the pump is one poller handling
+    one message at a time. ``stopping`` stops every poller: none receives
+    again, each batch in flight hands back its unstarted messages, and those
+    being handled finish.
+    """
+
+    def __init__(
+        self,
+        app: ModuleType,
+        queue: str,
+        timeout: int = 60,
+        wait: int = 1,
+        invocations: int | None = None,
+    ) -> None:
         super().__init__(name="event-pump", daemon=True)
         self._handler = app.app.handler_map["handle_queued_events"]
         self._sqs = boto3.client("sqs")
@@ -81,11 +125,30 @@ class EventPump(threading.Thread):
         ]["QueueArn"]
         self._wait = wait
         self._timeout_ms = timeout * 1000  # the function's lambda_timeout, as Lambda gives it
+        from chalicelib.sandbox import pool_sizing
+
+        self.workers = pool_sizing().workers
+        self.invocations = max(1, self.workers if invocations is None else invocations)
         self.stopping = threading.Event()
+        # Ctrl-C reaches the emulator too, which stops at once: the messages in
+        # flight then fail for want of it (they would be received again, but the
+        # emulator forgets them). Their tracebacks would only hide the "stopped".
+        logging.getLogger("image_pipeline").addFilter(lambda record: not self.stopping.is_set())
 
     def run(self) -> None:
-        from chalice.local import LambdaContext
+        # As a container's first invocation would: the pipeline and the queue
+        # client are made here once, before the pollers share them.
+        self._handler({"Records": []}, PumpContext(self._timeout_ms, self.stopping))
+        pollers = [
+            threading.Thread(target=self._poll, name=f"event-pump-{n}", daemon=True)
+            for n in range(self.invocations)
+        ]
+        for poller in pollers:
+            poller.start()
+        for poller in pollers:
+            poller.join()
 
+    def _poll(self) -> None:
         while not self.stopping.is_set():
             try:
                 received = self._sqs.receive_message(
@@ -101,18 +164,23 @@ class EventPump(threading.Thread):
                 continue
             event = {"Records": [self._record(m) for m in messages]}
             try:
-                context = LambdaContext("handle_queued_events", 1769, self._timeout_ms)
-                self._handler(event, context)
+                self._handler(event, PumpContext(self._timeout_ms, self.stopping))
             except Exception as exc:  # left on the queue: received again later
-                print(f"event pump: batch failed, will be retried: {exc!r}", file=sys.stderr)
+                if not self.stopping.is_set():
+                    print(f"event pump: batch failed, will be retried: {exc!r}", file=sys.stderr)
                 continue
-            self._sqs.delete_message_batch(
-                QueueUrl=self._url,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                    for i, m in enumerate(messages)
-                ],
-            )
+            # What Lambda does when the handler returns (each message was deleted already).
+            try:
+                self._sqs.delete_message_batch(
+                    QueueUrl=self._url,
+                    Entries=[
+                        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                        for i, m in enumerate(messages)
+                    ],
+                )
+            except Exception as exc:
+                if not self.stopping.is_set():
+                    print(f"event pump: {exc}", file=sys.stderr)
 
     def _record(self, message: Mapping[str, Any]) -> dict[str, Any]:
         return {
@@ -127,7 +195,7 @@ class EventPump(threading.Thread):
         }
 
 
-def banner(options: Options, endpoint: str, settings: Settings) -> str:
+def banner(options: Options, endpoint: str, settings: Settings, pump: EventPump) -> str:
     api = f"http://{options.host}:{options.api_port}/"
     bucket = settings.source_bucket
     env = " ".join(f"{k}={v}" for k, v in CREDENTIALS.items())
@@ -142,6 +210,8 @@ def banner(options: Options, endpoint: str, settings: Settings) -> str:
             f"image-pipeline is running locally (stage {options.stage}, {options.db})",
             f"  gallery and API  {api}",
             f"  AWS emulator     {endpoint}  (bucket {bucket})",
+            f"  event pump       {pump.invocations} batch(es) at once, "
+            f"{pump.workers} imaging worker(s)",
             "",
             "Upload a photo with the AWS CLI:",
             f"  {env} aws --endpoint-url {endpoint} s3 cp photo.jpg s3://{bucket}/photos/",
@@ -204,7 +274,7 @@ def run(options: Options) -> int:
         import app  # after the environment is the stage's: it registers by mode
         from chalicelib.factory import isolated_imaging
 
-        isolated_imaging().pool.start()  # the pump's workers, before its thread exists
+        isolated_imaging().pool.start()  # the pump's workers, loaded before the first event
 
         pump = EventPump(
             app,
@@ -219,7 +289,7 @@ def run(options: Options) -> int:
         )  # fmt: skip
         try:
             wait_for_http(f"http://{options.host}:{options.api_port}/images?limit=1")
-            print(banner(options, endpoint, settings), flush=True)
+            print(banner(options, endpoint, settings, pump), flush=True)
             while not stop.is_set() and api.poll() is None:
                 stop.wait(0.5)
         finally:
@@ -230,6 +300,6 @@ def run(options: Options) -> int:
                     api.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     api.kill()
-            pump.join(timeout=5)
+            pump.join(timeout=PUMP_STOP_SECONDS)
         print("stopped", flush=True)
     return 0 if stop.is_set() else 1

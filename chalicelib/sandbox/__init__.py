@@ -27,8 +27,10 @@ __all__ = [
     "Imaging",
     "InProcessImaging",
     "IsolatedImaging",
+    "PoolSizing",
     "WorkerLost",
     "WorkerPool",
+    "pool_sizing",
     "source_seconds",
     "time_budget",
     "worker_memory_bytes",
@@ -36,10 +38,14 @@ __all__ = [
 
 Metadata = tuple[str, int, int, dict[str, Any]]
 
-# Memory a worker may use (RLIMIT_DATA), as a share of the function's memory:
-# the rest is the handler process (Python, boto3, the source's bytes and the
-# renditions it writes) and the worker's code, which RLIMIT_DATA does not count.
+# Memory the workers may use together (each one's RLIMIT_DATA is its part), as
+# a share of the function's memory: the rest is the handler process (Python,
+# boto3, each message in flight's source bytes and renditions) and the
+# workers' code, which RLIMIT_DATA does not count. See ``pool_sizing``.
 WORKER_MEMORY_SHARE = 0.6
+# Lambda gives a function one vCPU per 1,769 MB of memory, up to 6 (at 10,240 MB).
+MB_PER_VCPU = 1769
+MAX_WORKERS = 6
 # Time kept back from an invocation's remaining time for what follows the
 # imaging of a source (writing renditions, the record, the notification, with
 # their retries), and the least time a source is given all the same.
@@ -48,8 +54,9 @@ MIN_BUDGET = 1.0
 # Time kept for reading a source before its imaging (up to MAX_SOURCE_BYTES,
 # with the client's retries).
 READ_MARGIN = 5.0
-# The function size assumed where none is given (locally): the event handlers'.
-DEFAULT_FUNCTION_MB = 1769
+# The function size assumed where none is given (locally), per worker: the
+# event handlers' (one vCPU).
+DEFAULT_FUNCTION_MB = MB_PER_VCPU
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,8 @@ class Imaging(Protocol):
 class InProcessImaging:
     """The imaging functions called directly: no bound beyond their own checks."""
 
+    concurrency = 1  # in-process decoding is for tests and trusted tools, one at a time
+
     def process(self, data: bytes, options: ImagingOptions, budget: Budget) -> ProcessedImage:
         from chalicelib.imaging import process_image
 
@@ -114,6 +123,11 @@ class IsolatedImaging:
 
     def __init__(self, pool: WorkerPool) -> None:
         self.pool = pool
+
+    @property
+    def concurrency(self) -> int:
+        """Sources it works on at once: one per worker, each thread its own."""
+        return self.pool.size
 
     def process(self, data: bytes, options: ImagingOptions, budget: Budget) -> ProcessedImage:
         header, payload = self._call(
@@ -169,12 +183,99 @@ class IsolatedImaging:
         return "the imaging worker exited while decoding this file: it is damaged or crafted"
 
 
-def worker_memory_bytes(workers: int = 1, environ: Mapping[str, str] | None = None) -> int:
-    """``RLIMIT_DATA`` for each of ``workers`` workers, from the function's memory
-    (``AWS_LAMBDA_FUNCTION_MEMORY_SIZE`` on Lambda)."""
+@dataclass(frozen=True)
+class PoolSizing:
+    """How many sources a process works on at once, and each one's memory."""
+
+    workers: int  # imaging workers, and so messages of a batch in flight at once
+    memory_bytes: int  # each worker's RLIMIT_DATA
+    function_mb: int | None  # the Lambda function's memory; None off Lambda
+
+    @property
+    def total_bytes(self) -> int:
+        """What all the workers may use together."""
+        return self.workers * self.memory_bytes
+
+
+def pool_sizing(
+    environ: Mapping[str, str] | None = None,
+    cpus: int | None = None,
+    physical_mb: int | None = None,
+) -> PoolSizing:
+    """The one rule for how many sources a process decodes at once (the
+    imaging workers, and so the messages of an SQS batch in flight, and the
+    local event pump's concurrent invocations), and each worker's memory.
+
+    On Lambda (``AWS_LAMBDA_FUNCTION_MEMORY_SIZE`` set, ``M`` MB): one worker
+    per whole vCPU, ``M // 1769`` (Lambda gives one vCPU per 1,769 MB, up to
+    6), at least 1 and at most the CPUs the process may run on. The workers
+    share ``WORKER_MEMORY_SHARE`` (60 %) of ``M``: each gets ``0.6 M /
+    workers``. Why whole vCPUs:
+      * decoding is CPU-bound: a second worker on half a vCPU would slow both,
+        and a file near ``PROCESSING_TIMEOUT`` that passes alone could be
+        stopped for the contention (a ``failed`` record where a processed one
+        was due);
+      * with ``workers <= M / 1769`` each worker has at least ``0.6 x 1769 =
+        1,061 MB``, what the only worker of the default 1,769 MB function has:
+        concurrency never gives a file less memory than the default function
+        would, so it never turns a processed record into a failed one. The
+        other 40 % (at least 708 MB per worker) is the handler process's, which
+        holds each message in flight's source (up to ``MAX_SOURCE_BYTES``) and
+        renditions.
+    At 512 MB or 1,769 MB (under two vCPUs): 1 worker with 307 or 1,061 MB, as
+    before concurrency; at 3,538 MB: 2 with 1,061 MB each; at 10,240 MB: 5
+    with 1,228 MB each.
+
+    Off Lambda (``make dev``, backfill, benchmarks) each worker gets what the
+    default function's one worker gets (1,061 MB), so a file fails locally
+    exactly when it would there, and there are as many workers as CPUs, as
+    long as each has a default function's worth of the machine's memory
+    (``physical_mb // 1769``), at most ``MAX_WORKERS``.
+
+    ``cpus`` defaults to ``os.sched_getaffinity`` (the CPUs this process may
+    use: a container's or ``taskset``'s limit), else ``os.cpu_count()``.
+    """
     environ = os.environ if environ is None else environ
+    cpus = available_cpus() if cpus is None else max(1, cpus)
+    function_mb = _function_mb(environ)
+    if function_mb is None:
+        physical = _physical_mb() if physical_mb is None else physical_mb
+        workers = max(1, min(cpus, MAX_WORKERS, physical // DEFAULT_FUNCTION_MB))
+        return PoolSizing(workers, worker_memory_bytes(workers, environ), None)
+    workers = max(1, min(cpus, MAX_WORKERS, function_mb // MB_PER_VCPU))
+    return PoolSizing(workers, worker_memory_bytes(workers, environ), function_mb)
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on."""
     try:
-        function_mb = int(environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "") or DEFAULT_FUNCTION_MB)
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def _function_mb(environ: Mapping[str, str]) -> int | None:
+    try:
+        value = int(environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "") or 0)
     except ValueError:
-        function_mb = DEFAULT_FUNCTION_MB
+        return None
+    return value if value > 0 else None
+
+
+def _physical_mb() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") >> 20
+    except (AttributeError, OSError, ValueError):
+        return DEFAULT_FUNCTION_MB  # unknown: one worker's worth
+
+
+def worker_memory_bytes(workers: int = 1, environ: Mapping[str, str] | None = None) -> int:
+    """``RLIMIT_DATA`` for each of ``workers`` workers. On Lambda they share
+    ``WORKER_MEMORY_SHARE`` of the function's memory (``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``)
+    equally, so that together they stay inside it; elsewhere each gets what
+    the one worker of a ``DEFAULT_FUNCTION_MB`` function gets."""
+    environ = os.environ if environ is None else environ
+    function_mb = _function_mb(environ)
+    if function_mb is None:
+        return int(DEFAULT_FUNCTION_MB * WORKER_MEMORY_SHARE) << 20
     return int(function_mb * WORKER_MEMORY_SHARE / max(1, workers)) << 20

@@ -11,6 +11,17 @@ child of a process where libvips has run) and fed over pipes (Lambda has no
 ``/dev/shm``, so ``multiprocessing`` queues and process pools fail there),
 and they stay up between sources, since a process per image would cost
 9-30 ms.
+
+Concurrency: a pool of N workers serves N threads at once, each source on a
+worker of its own (a worker is leased to one thread for one request). Every
+worker is started from the pool's own long-lived thread, whichever thread
+needs it: Linux ends a worker when the *thread* that started it ends
+(``PR_SET_PDEATHSIG``), so a worker started from a short-lived thread (an SQS
+batch's threads, a request thread) would be killed with that thread, perhaps
+in the middle of another thread's file. Workers run in their own process
+group, so a terminal's Ctrl-C reaches the handler process, which stops in
+order, and not the workers in the middle of their files; they still end with
+their parent.
 """
 
 from __future__ import annotations
@@ -24,7 +35,9 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
+from queue import SimpleQueue
 from typing import Any
 
 from chalicelib.sandbox import protocol
@@ -88,6 +101,7 @@ class Worker:
             stdout=subprocess.PIPE,
             env=dict(env) if env is not None else worker_environment(),
             close_fds=True,
+            process_group=0,  # not the terminal's: Ctrl-C is the parent's to handle
         )
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._stdin = self._proc.stdin
@@ -186,10 +200,10 @@ class Worker:
 class WorkerPool:
     """Up to ``size`` workers, each leased to one thread at a time.
 
-    ``start()`` starts them all at once; call it before the process starts
-    threads of its own where it can (a worker is started with fork and exec,
-    which is safe from threads, but it costs the first event nothing then).
-    A worker that overran or died is replaced at once.
+    ``start()`` starts them all at once, so that the first events do not
+    wait for them to load. A worker that overran or died is replaced at once.
+    Workers are started from one thread of the pool's (see the module's
+    docstring), with fork and exec, which is safe from a threaded process.
     """
 
     def __init__(
@@ -209,13 +223,18 @@ class WorkerPool:
         self._count = 0
         self._closed = False
         self._changed = threading.Condition()
+        self._spawner = _Spawner(memory_bytes, env, module)
 
     def start(self) -> WorkerPool:
         with self._changed:
             while self._count < self.size:
-                self._idle.append(Worker(self.memory_bytes, self._env, self._module))
+                self._idle.append(self._spawn())
                 self._count += 1
         return self
+
+    def _spawn(self) -> Worker:
+        """A new worker, started from the pool's spawner thread."""
+        return self._spawner.spawn()
 
     def call(
         self, header: dict[str, Any], payload: bytes, seconds: float
@@ -250,7 +269,7 @@ class WorkerPool:
                     break
                 self._changed.wait()
         try:
-            return Worker(self.memory_bytes, self._env, self._module)
+            return self._spawn()
         except BaseException:
             with self._changed:
                 self._count -= 1
@@ -261,8 +280,8 @@ class WorkerPool:
         replacement = None
         if not worker.alive():
             try:  # at once, so that the next source does not wait for it to load
-                replacement = Worker(self.memory_bytes, self._env, self._module)
-            except OSError:
+                replacement = self._spawn()
+            except (OSError, WorkerLost):
                 replacement = None
         with self._changed:
             kept = replacement if replacement is not None else worker
@@ -283,6 +302,47 @@ class WorkerPool:
             self._changed.notify_all()
         for worker in idle:
             worker.kill()
+        self._spawner.stop()
+
+
+class _Spawner:
+    """One daemon thread that starts workers for whichever thread asks, and
+    lives until the pool closes or the process ends: the thread a worker's
+    ``PR_SET_PDEATHSIG`` watches."""
+
+    def __init__(self, memory_bytes: int, env: Mapping[str, str] | None, module: str) -> None:
+        self._args = (memory_bytes, env, module)
+        self._requests: SimpleQueue[Future[Worker] | None] = SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def spawn(self) -> Worker:
+        future: Future[Worker] = Future()
+        with self._lock:
+            if self._stopped:
+                raise WorkerLost("the imaging worker pool is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._serve, name="imaging-spawner", daemon=True
+                )
+                self._thread.start()
+            self._requests.put(future)
+        return future.result()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            if self._thread is not None:
+                self._requests.put(None)
+
+    def _serve(self) -> None:
+        while (future := self._requests.get()) is not None:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(Worker(*self._args))
+                except BaseException as exc:
+                    future.set_exception(exc)
 
 
 def signal_name(number: int) -> str:
