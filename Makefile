@@ -6,7 +6,7 @@ PYTHON ?=
 
 .PHONY: venv dev test lint unit integration bench clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt scripts/bootstrap scripts/find-python
+$(VENV)/.installed: requirements.txt requirements-dev.txt bench/requirements.txt scripts/bootstrap scripts/find-python
 	PYTHON="$(PYTHON)" VENV="$(VENV)" scripts/bootstrap
 
 venv: $(VENV)/.installed
