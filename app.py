@@ -213,6 +213,14 @@ def gallery() -> Response:
     return Response(body=html, status_code=200, headers=dict(headers))
 
 
+@app.route("/favicon.ico", methods=["GET"])
+def favicon() -> Response:
+    """The icon browsers ask for; open like ``GET /``."""
+    from chalicelib import favicon as icon
+
+    return Response(body=icon.SVG, status_code=200, headers=dict(icon.HEADERS))
+
+
 @app.route("/uploads", methods=["POST"], **_ROUTE)
 def create_upload() -> dict[str, Any]:
     request = app.current_request

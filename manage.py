@@ -85,6 +85,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from chalicelib.factory import build_pipeline, isolated_imaging
     from devtools import backfill
 
+    _join_local_stack(args.stage)
     settings = _stage_settings(args.stage)
     options = backfill.Options(
         args.prefix,
@@ -131,7 +132,59 @@ def cmd_terraform(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from devtools.dev import Options, run
 
-    return run(Options(args.host, args.aws_port, args.api_port, args.db))
+    return run(Options(args.host, args.aws_port, args.api_port, args.db, args.json))
+
+
+def _join_local_stack(stage: str) -> bool:
+    """A local stage reaches this checkout's running ``manage.py dev`` by itself."""
+    from devtools.running import join
+
+    stack = join(stage, os.environ)
+    if stack is not None:
+        print(f"using the local stack at {stack.endpoint} (stage {stack.stage})", file=sys.stderr)
+    return stack is not None
+
+
+def cmd_pump(args: argparse.Namespace) -> int:
+    """Attach another event pump to a running local stack (if its own died,
+    or to handle more batches at once)."""
+    import signal
+    import threading
+
+    from devtools.dev import PUMP_STOP_SECONDS, EventPump, install_terminal_log
+    from devtools.running import LOCAL_STAGES
+
+    if not _join_local_stack(args.stage) and args.stage not in LOCAL_STAGES:
+        print(
+            f"error: stage {args.stage} runs on AWS, where Lambda polls the queue; "
+            f"the pump is for the local stages ({', '.join(LOCAL_STAGES)})",
+            file=sys.stderr,
+        )
+        return 2
+    os.environ.update(stage_environment(args.stage))
+    settings = Settings.from_env(os.environ)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    install_terminal_log(args.json)
+    import app
+    from chalicelib.factory import isolated_imaging
+
+    isolated_imaging().pool.start()
+    timeout = function_timeout(args.stage, "handle_queued_events")
+    pump = EventPump(app, settings.events_queue, timeout)
+    pump.start()
+    print(
+        f"event pump on queue {settings.events_queue}: {pump.invocations} batch(es) at once, "
+        f"{pump.workers} imaging worker(s). Ctrl-C stops it.",
+        flush=True,
+    )
+    while not stop.is_set() and pump.is_alive():
+        stop.wait(0.5)
+    pump.stopping.set()
+    pump.join(timeout=PUMP_STOP_SECONDS)
+    print("stopped", flush=True)
+    return 0
 
 
 def _days(text: str) -> int:
@@ -156,7 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--aws-port", type=int, default=4567, help="the emulator's port (4567)")
     p.add_argument("--api-port", type=int, default=8000, help="the API and gallery port (8000)")
     p.add_argument("--db", choices=["dynamodb", "mysql"], default="dynamodb")
+    p.add_argument("--json", action="store_true", help="log each event's JSON line, as Lambda does")
     p.set_defaults(run=cmd_dev)
+    p = commands.add_parser("pump", help="attach an event pump to the running local stack")
+    p.add_argument("--stage", default="local")
+    p.add_argument("--json", action="store_true", help="log each event's JSON line, as Lambda does")
+    p.set_defaults(run=cmd_pump)
     p = commands.add_parser(
         "failure-destination", help="queue the events the direct handlers give up on"
     )

@@ -7,8 +7,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from chalicelib.models import ObjectEvent
@@ -35,7 +36,9 @@ class Stopwatch:
         self.ms: dict[str, float] = {}
         self.detail: str | None = None
         self.megapixels: float | None = None
+        self.size: tuple[int, int] | None = None
         self.engine: str | None = None
+        self.renditions: tuple[str, ...] = ()
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -82,7 +85,15 @@ def measure_source(width: int, height: int, engine: str) -> None:
     watch = _watch.get(None)
     if watch is not None:
         watch.megapixels = round(width * height / 1e6, 3)
+        watch.size = (width, height)
         watch.engine = engine
+
+
+def made(renditions: Iterable[str]) -> None:
+    """The renditions the current event wrote, by name."""
+    watch = _watch.get(None)
+    if watch is not None:
+        watch.renditions = tuple(renditions)
 
 
 def outcome_line(event: ObjectEvent, outcome: str, watch: Stopwatch) -> dict[str, Any]:
@@ -114,8 +125,53 @@ def outcome_line(event: ObjectEvent, outcome: str, watch: Stopwatch) -> dict[str
         "request_id": request_id.get(),
         "ms": watch.ms,
     }
+    if watch.size is not None:
+        line["size"] = f"{watch.size[0]}x{watch.size[1]}"
+    if watch.renditions:
+        line["renditions"] = list(watch.renditions)
     if watch.engine:
         line["engine"] = watch.engine
     if watch.detail:
         line["detail"] = watch.detail
     return line
+
+
+# A terminal line's longest key and reason, in characters: an S3 key may be
+# 1,024 bytes and a reason 1,000 characters; a line stays readable.
+_HUMAN_KEY_CHARS = 120
+_HUMAN_DETAIL_CHARS = 200
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _visible(text: str) -> str:
+    """``text`` with control characters (escape sequences, newlines) as ``\\xNN``."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def human_line(line: dict[str, Any]) -> str:
+    """The short line a person reads in a terminal for an ``outcome_line``:
+
+    ``processed photos/cat.jpg 4000x3000 -> thumb, medium, large (112 ms)``,
+    ``deleted photos/cat.jpg (9 ms)``, ``failed photos/x.jpg: reason (3 ms)``.
+    Control characters in the key (a key may hold any UTF-8) are escaped, so a
+    key cannot rewrite the terminal.
+    """
+    key = _visible(_clip(line["key"], _HUMAN_KEY_CHARS))
+    parts = [str(line["outcome"]), key]
+    if line["outcome"] == "processed" and "size" in line:
+        parts.append(line["size"])
+        if line.get("renditions"):
+            parts.append("-> " + ", ".join(line["renditions"]))
+    text = " ".join(parts)
+    if line.get("detail") and line["outcome"] != "processed":
+        text += ": " + _visible(_clip(str(line["detail"]), _HUMAN_DETAIL_CHARS))
+    total = line.get("ms", {}).get("total")
+    if total is not None:
+        text += f" ({total:.0f} ms)"
+    return text

@@ -34,6 +34,7 @@ from chalicelib.models import (
 from chalicelib.notify import Notifier, NullNotifier
 from chalicelib.observability import (
     Stopwatch,
+    made,
     measure_source,
     note,
     outcome_line,
@@ -60,7 +61,10 @@ Observer = Callable[[ObjectEvent, "Outcome", Stopwatch], None]
 def log_outcome(event: ObjectEvent, outcome: Outcome, watch: Stopwatch) -> None:
     """One structured line per event handled, with its metrics (EMF)."""
     level = logging.WARNING if outcome is Outcome.FAILED else logging.INFO
-    log.log(level, json.dumps(outcome_line(event, str(outcome), watch), ensure_ascii=False))
+    line = outcome_line(event, str(outcome), watch)
+    # ``outcome`` rides along for a terminal's handler (``manage.py dev``), which
+    # prints ``observability.human_line`` instead of the JSON.
+    log.log(level, json.dumps(line, ensure_ascii=False), extra={"outcome": line})
 
 
 class Outcome(enum.StrEnum):
@@ -282,6 +286,7 @@ class Pipeline:
             metadata=image.metadata,
             placeholder=image.placeholder,
         )
+        made(renditions)
         return record
 
     def _write_renditions(

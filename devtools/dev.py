@@ -5,10 +5,14 @@ long-polls the stage's queue and hands each batch to ``handle_queued_events``
 (the code Lambda runs; several batches at once, one per imaging worker), and
 ``chalice local`` serving the REST API and the gallery. SIGINT or SIGTERM
 stops all of it: the pump receives no more, the messages being handled finish.
+The children die with this process even when it is killed outright
+(``devtools.lifeline``), and ``.local-stack.json`` tells the commands that
+join the stack (``backfill``, ``pump``) where it is (``devtools.running``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
@@ -26,9 +30,12 @@ from typing import Any
 
 import boto3
 
+from chalicelib.observability import human_line
 from chalicelib.settings import Settings
 from devtools.emulator import moto_server
+from devtools.lifeline import Lifeline
 from devtools.provision import provision
+from devtools.running import RunningStack, announce, withdraw
 from devtools.stages import PROJECT_DIR, function_timeout, stage_environment
 
 CHALICE = Path(sys.executable).with_name("chalice")
@@ -45,6 +52,7 @@ class Options:
     aws_port: int = 4567
     api_port: int = 8000
     db: str = "dynamodb"
+    json: bool = False  # the terminal gets the JSON/EMF line of each event, as Lambda logs it
 
     @property
     def stage(self) -> str:
@@ -223,16 +231,91 @@ def banner(options: Options, endpoint: str, settings: Settings, pump: EventPump)
     )
 
 
-def reset_database(settings: Settings) -> None:
+class TerminalFormatter(logging.Formatter):
+    """One short line per event (``observability.human_line``), its time first;
+    with ``as_json``, the event's JSON/EMF line as Lambda logs it. Other
+    records (a traceback, a warning of the code) keep their text."""
+
+    def __init__(self, as_json: bool = False) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+        self.as_json = as_json
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = getattr(record, "outcome", None)
+        if not isinstance(line, dict):
+            return super().format(record)
+        if self.as_json:
+            return record.getMessage()
+        return f"{self.formatTime(record, self.datefmt)} {human_line(line)}"
+
+
+def install_terminal_log(as_json: bool, stream: Any = None) -> logging.Handler:
+    """Every event of the pipeline on the terminal, not only the failures
+    that Python's last-resort handler shows when nothing is configured."""
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(TerminalFormatter(as_json))
+    logger = logging.getLogger("image_pipeline")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return handler
+
+
+# The table ``manage.py dev`` leaves in a database it made: it only ever
+# empties a database that holds it, never one it did not create.
+DEV_MARKER_TABLE = "made_by_manage_py_dev"
+
+
+def local_database_name(project_dir: Path = PROJECT_DIR) -> str:
+    """``image_pipeline_local_`` + 8 hex digits of this checkout's path: two
+    checkouts (or two people) on one MariaDB never share, or empty, a database."""
+    digest = hashlib.sha256(str(project_dir.resolve()).encode()).hexdigest()[:8]
+    return f"image_pipeline_local_{digest}"
+
+
+class DatabaseNotOurs(SystemExit):
+    pass
+
+
+def prepare_database(settings: Settings, report: Any = print) -> None:
+    """Start the local stage with an empty ``DB_NAME``, as the emulator starts
+    empty: drop and create it again if this command made it, refuse if not."""
     from chalicelib.factory import mysql_connect
 
+    name = settings.db_name
+    quoted = "`" + name.replace("`", "``") + "`"
     server = mysql_connect(settings, database="")()
     try:
         with server.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{settings.db_name.replace('`', '``')}`")
+            cur.execute("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (name,))
+            existed = cur.fetchone() is not None
+            if existed:
+                cur.execute(
+                    "SELECT 1 FROM information_schema.TABLES "
+                    "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+                    (name, DEV_MARKER_TABLE),
+                )
+                if cur.fetchone() is None:
+                    raise DatabaseNotOurs(
+                        f"error: database {name} on {settings.db_host}:{settings.db_port} exists "
+                        "and was not made by manage.py dev, which empties its database at every "
+                        "start; it is left alone. Unset DB_NAME (each checkout then gets its "
+                        "own) or choose another name"
+                    )
+                cur.execute(f"DROP DATABASE {quoted}")
+            cur.execute(f"CREATE DATABASE {quoted} CHARACTER SET utf8mb4")
+            cur.execute(
+                f"CREATE TABLE {quoted}.{DEV_MARKER_TABLE} (made_at TIMESTAMP) "
+                "COMMENT 'manage.py dev empties this database at every start'"
+            )
+        server.commit()
     finally:
         server.close()
-    print(f"  database {settings.db_name}: emptied for this run")
+    fate = "emptied" if existed else "created"
+    report(
+        f"database {name} on {settings.db_host}:{settings.db_port}: {fate} for this run "
+        "(this checkout's own; emptied at every start, as the emulator starts empty)"
+    )
 
 
 def wait_for_http(url: str, timeout: float = 60) -> None:
@@ -257,20 +340,27 @@ def run(options: Options) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    with moto_server(options.host, options.aws_port) as endpoint:
+    install_terminal_log(options.json)
+    lifeline = Lifeline()  # the children end with this process, even a killed one
+    say(f"starting the AWS emulator on {options.host}:{options.aws_port}")
+    with moto_server(options.host, options.aws_port, lifeline) as endpoint:
         # The endpoint comes from the chosen ports, never from config.json.
         os.environ.update(CREDENTIALS, AWS_ENDPOINT_URL=endpoint)
         for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
             os.environ.pop(name, None)
         os.environ.update(stage_environment(options.stage))
+        if options.db == "mysql":
+            os.environ.setdefault("DB_NAME", local_database_name())
         settings = Settings.from_env(os.environ)
         if settings.db_backend == "mysql":
-            reset_database(settings)  # the emulator starts empty: so do the records
+            prepare_database(settings, report=lambda line: say(line))
+        say(f"provisioning stage {options.stage}")
         provision(
             settings,
             report=lambda line: print(f"  {line}"),
             queue_consumer_timeout=function_timeout(options.stage, "handle_queued_events"),
         )
+        say("loading the pipeline and its imaging workers")
         import app  # after the environment is the stage's: it registers by mode
         from chalicelib.factory import isolated_imaging
 
@@ -282,17 +372,24 @@ def run(options: Options) -> int:
             function_timeout(options.stage, "handle_queued_events"),
         )
         pump.start()
-        api = subprocess.Popen(
+        say(f"starting the API and gallery on {options.host}:{options.api_port}")
+        api = lifeline.popen(
             [str(CHALICE), "local", "--stage", options.stage, "--host", options.host,
              "--port", str(options.api_port), "--no-autoreload"],
             cwd=PROJECT_DIR,
         )  # fmt: skip
         try:
-            wait_for_http(f"http://{options.host}:{options.api_port}/images?limit=1")
+            api_url = f"http://{options.host}:{options.api_port}/"
+            wait_for_http(f"{api_url}images?limit=1")
+            client_env = {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
+            if settings.db_backend == "mysql":
+                client_env["DB_NAME"] = settings.db_name
+            announce(RunningStack(os.getpid(), options.stage, endpoint, api_url, client_env))
             print(banner(options, endpoint, settings, pump), flush=True)
             while not stop.is_set() and api.poll() is None:
                 stop.wait(0.5)
         finally:
+            withdraw(os.getpid())
             pump.stopping.set()
             if api.poll() is None:
                 api.terminate()
@@ -301,5 +398,11 @@ def run(options: Options) -> int:
                 except subprocess.TimeoutExpired:
                     api.kill()
             pump.join(timeout=PUMP_STOP_SECONDS)
-        print("stopped", flush=True)
+    lifeline.close()
+    print("stopped", flush=True)
     return 0 if stop.is_set() else 1
+
+
+def say(text: str) -> None:
+    """A step of the start, as it begins: the terminal is never silent for long."""
+    print(f"- {text}", flush=True)

@@ -11,6 +11,8 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from devtools.lifeline import Lifeline
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
@@ -19,13 +21,18 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 @contextmanager
-def moto_server(host: str = "127.0.0.1", port: int | None = None) -> Iterator[str]:
-    """Run ``moto.server`` until the block ends; yields its endpoint URL."""
+def moto_server(
+    host: str = "127.0.0.1", port: int | None = None, lifeline: Lifeline | None = None
+) -> Iterator[str]:
+    """Run ``moto.server`` until the block ends; yields its endpoint URL.
+    With a ``lifeline``, the server also ends when this process dies."""
     port = port or free_port(host)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    argv = [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)]
+    quiet = subprocess.DEVNULL
+    proc = (
+        lifeline.popen(argv, stdout=quiet, stderr=quiet)
+        if lifeline
+        else subprocess.Popen(argv, stdout=quiet, stderr=quiet)
     )
     url = f"http://{host}:{port}"
     try:

@@ -51,6 +51,8 @@ class LocalStack:
         stage leaves unset take effect."""
         aws_port, api_port = free_port(), free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        # Where the stack says it runs: the test's own, not a developer's.
+        env["LOCAL_STACKS_DIR"] = str(Path(log.name).parent / "local-stacks")
         process = subprocess.Popen(
             [sys.executable, "manage.py", "dev", "--aws-port", str(aws_port),
              "--api-port", str(api_port)],
