@@ -16,7 +16,7 @@ from tests.integration.conftest import BASE_ENV, Stack, database_down, load_app,
 from tests.support import jpeg
 
 PROJECT = Path(__file__).resolve().parents[2]
-ROUTES = {"list_images", "get_image", "list_folders", "gallery", "create_upload"}
+ROUTES = {"list_images", "get_image", "list_folders", "gallery", "favicon", "create_upload"}
 
 
 def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
