@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, ModuleType
@@ -277,7 +277,7 @@ class DatabaseNotOurs(SystemExit):
     pass
 
 
-def prepare_database(settings: Settings, report: Any = print) -> None:
+def prepare_database(settings: Settings, report: Callable[[str], None] = print) -> None:
     """Start the local stage with an empty ``DB_NAME``, as the emulator starts
     empty: drop and create it again if this command made it, refuse if not."""
     from chalicelib.factory import mysql_connect

@@ -6,6 +6,7 @@ import hashlib
 import io
 import struct
 import zlib
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -76,3 +77,12 @@ def layout_1_fingerprint(s: Settings) -> str:
          str(s.strip_metadata), s.rendition_prefix, s.dest_bucket]
     )  # fmt: skip
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def process_gone(pid: int) -> bool:
+    """Not running: no such process (Linux's /proc), or a zombie not yet reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")

@@ -21,6 +21,7 @@ from devtools.dev import PortInUse, check_port
 from devtools.emulator import moto_server
 from devtools.running import running
 from tests.e2e.test_local_stack import PROJECT, TIMEOUT, LocalStack, running_stack
+from tests.support import process_gone
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/task").is_dir(), reason="reads the process tree from Linux's /proc"
@@ -84,14 +85,6 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state in ("Z", "X")
-
-
 def port_frees(port: int, seconds: float = 5) -> bool:
     deadline = time.monotonic() + seconds
     while True:
@@ -121,9 +114,9 @@ def test_nothing_survives_a_sigkill(tmp_path: Path) -> None:
         stack.process.send_signal(signal.SIGKILL)  # the process alone, not its group
         stack.process.wait()
         deadline = time.monotonic() + 15
-        while any(not gone(p) for p in tree) and time.monotonic() < deadline:
+        while any(not process_gone(p) for p in tree) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert [p for p in tree if not gone(p)] == []
+        assert [p for p in tree if not process_gone(p)] == []
         for port in stack.ports:  # free again: make dev may start
             assert port_frees(port), listeners(port)
         folder = tmp_path / "local-stacks"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from devtools.lifeline import Lifeline
+from tests.support import process_gone
 
 PROJECT = Path(__file__).resolve().parents[2]
 # A parent that starts `sleep` through the lifeline, prints the guard's pid,
@@ -33,19 +34,10 @@ PARENT = textwrap.dedent(
 )
 
 
-def gone(pid: int) -> bool:
-    """Not running: no such process, or a zombie nobody has reaped yet."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state in ("Z", "X")
-
-
 def wait_gone(pids: list[int], seconds: float = 10) -> list[int]:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        alive = [p for p in pids if not gone(p)]
+        alive = [p for p in pids if not process_gone(p)]
         if not alive:
             return []
         time.sleep(0.05)
@@ -80,7 +72,7 @@ def start_parent(mode: str) -> tuple[subprocess.Popen[str], int, int]:
 def test_sigkill_of_the_parent_ends_the_children() -> None:
     parent, guard, sleeper = start_parent("wait")
     try:
-        assert not gone(sleeper)
+        assert not process_gone(sleeper)
         os.kill(parent.pid, signal.SIGKILL)
         assert wait_gone([guard, sleeper]) == []
     finally:
