@@ -73,7 +73,9 @@ def _handle_s3(event: S3Event) -> list[str]:
     deadline = _deadline(getattr(event, "context", None))
     pipeline = _pipeline()
     # S3Event.key is decoded already; parse the raw record so keys are decoded once.
-    return [pipeline.handle(e, deadline).value for e in events.parse_notification(event.to_dict())]
+    parsed = events.parse_notification(event.to_dict())
+    with pipeline.invalidation_batch():  # one CDN invalidation for the notification
+        return [pipeline.handle(e, deadline).value for e in parsed]
 
 
 def _deadline(context: Any) -> float | None:

@@ -67,11 +67,13 @@ def cmd_failure_destination(args: argparse.Namespace) -> int:
 
 
 def cmd_terraform_env(args: argparse.Namespace) -> int:
-    """Merge ``terraform output -json chalice_environment`` into the stage."""
+    """Merge ``terraform output -json chalice_environment`` into the stage
+    (``cdn = false``: ``RENDITION_BASE_URL`` and ``CDN_DISTRIBUTION_ID`` empty)."""
     from devtools.stages import merge_environment
+    from devtools.terraform import chalice_environment
 
     values = json.loads(Path(args.file).read_text())
-    merge_environment(args.stage, {k: str(v) for k, v in values.items() if v not in ("", None)})
+    merge_environment(args.stage, chalice_environment(values))
     print(f"stage {args.stage}: environment updated in .chalice/config.json")
     return 0
 

@@ -18,6 +18,7 @@ import boto3
 from botocore.config import Config
 
 from chalicelib.api import ImagesApi
+from chalicelib.cdn import CloudFrontClient, Invalidator
 from chalicelib.metadata_function import Invoke, RemoteMetadata, lambda_invoker
 from chalicelib.notify import Notifier, NullNotifier, SnsNotifier
 from chalicelib.pipeline import Pipeline
@@ -185,7 +186,21 @@ def build_pipeline(
         build_notifier(settings),
         imaging=imaging if imaging is not None else isolated_imaging(),
         remote_metadata=remote,
+        cdn=build_cdn(settings),
     )
+
+
+def build_cdn(settings: Settings) -> Invalidator | None:
+    """With ``CDN_DISTRIBUTION_ID``: what invalidates deleted renditions there.
+    Its CloudFront client is made on the first invalidation, once per container."""
+    if not settings.cdn_distribution_id:
+        return None
+
+    def cloudfront() -> CloudFrontClient:
+        made: CloudFrontClient = client("cloudfront")
+        return made
+
+    return Invalidator(settings.cdn_distribution_id, cloudfront, settings.rendition_base_url)
 
 
 def build_api(settings: Settings) -> ImagesApi:

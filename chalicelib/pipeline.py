@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib import keys
+from chalicelib.cdn import Invalidator
 from chalicelib.delivery import Decision, decide
 from chalicelib.imaging import ImageRejected, ImagingOptions
 from chalicelib.metadata_function import RemoteMetadata
@@ -94,6 +95,7 @@ class Pipeline:
         remote_metadata: RemoteMetadata | None = None,
         clock: Callable[[], datetime] = utc_now,
         observer: Observer = log_outcome,
+        cdn: Invalidator | None = None,
     ) -> None:
         self.settings = settings
         self.storage = storage
@@ -103,6 +105,7 @@ class Pipeline:
         self.remote_metadata = remote_metadata
         self.clock = clock
         self.observer = observer
+        self.cdn = cdn  # CDN_DISTRIBUTION_ID: deleted renditions are invalidated there
         self.options = ImagingOptions(
             renditions=settings.renditions,
             output_format=settings.output_format,
@@ -125,6 +128,11 @@ class Pipeline:
             outcome = self._dispatch(event, deadline)
         self.observer(event, outcome, watch)
         return outcome
+
+    def invalidation_batch(self) -> contextlib.AbstractContextManager[None]:
+        """The renditions deleted inside the block are invalidated at the CDN
+        in one request (``CDN_DISTRIBUTION_ID``; nothing without it)."""
+        return self.cdn.batch() if self.cdn is not None else contextlib.nullcontext()
 
     def budget(self, deadline: float | None) -> Budget:
         return time_budget(self.settings.processing_timeout, deadline)
@@ -374,6 +382,8 @@ class Pipeline:
             if decision is Decision.DUPLICATE:
                 assert stored is not None
                 self._finish(stored)
+                if stored.tombstone is not None:
+                    self._invalidate(image_id, stored.tombstone)
                 return Outcome.DUPLICATE
             previous = stored.live if stored else None
             tombstone = Tombstone(
@@ -394,8 +404,18 @@ class Pipeline:
                 )  # nothing was stored: the tombstone guards against a late create
             self._after_removal(previous)
             self._notify(image_id, version, tombstone.pending_event, "image.deleted", previous)
+            self._invalidate(image_id, tombstone)
             return Outcome.DELETED
         raise RuntimeError(f"gave up on {event.key} after {_MAX_ATTEMPTS} conflicting writes")
+
+    def _invalidate(self, image_id: str, tombstone: Tombstone) -> None:
+        """Ask the CDN to drop the deleted renditions, last, once everything
+        else is done: a transient failure raises and the retried event (a
+        duplicate by then) sends the same request, same reference, again."""
+        if self.cdn is None or tombstone.previous is None:
+            return
+        reference = f"{image_id}|{tombstone.sequencer}|{tombstone.deleted_at}"
+        self.cdn.deleted(tombstone.previous, reference)
 
     def _after_removal(self, previous: ImageRecord) -> None:
         self._delete_renditions(previous)
@@ -499,11 +519,12 @@ class Pipeline:
         if before.has_marker:
             folder = self.repository.set_marker(prefix, False, now, self._pending("folder.deleted"))
             outcome = Outcome.FOLDER_DELETED
-        for record in self.repository.images_under(prefix):
-            if self.storage.head(record.bucket, record.key) is None:
-                self._removed(
-                    ObjectEvent(record.bucket, record.key, EventKind.REMOVED, "FolderCleanup")
-                )
+        with self.invalidation_batch():
+            for record in self.repository.images_under(prefix):
+                if self.storage.head(record.bucket, record.key) is None:
+                    self._removed(
+                        ObjectEvent(record.bucket, record.key, EventKind.REMOVED, "FolderCleanup")
+                    )
         self._publish_folder(folder, "folder.deleted")
         for parent in reversed(keys.ancestors(prefix)):
             if not self.repository.remove_folder_if_empty(parent):

@@ -117,6 +117,7 @@ class Settings:
     archive_after_days: int = 0  # 0: originals are not archived
     archive_storage_class: str = ARCHIVE_STORAGE_CLASSES[0]
     rendition_base_url: str = ""  # a CDN origin for DEST_BUCKET; "" presigns
+    cdn_distribution_id: str = ""  # the CloudFront distribution to invalidate on deletion
 
     @property
     def fingerprint(self) -> str:
@@ -192,7 +193,13 @@ class Settings:
             archive_storage_class=reader.text("ARCHIVE_STORAGE_CLASS").upper()
             or ARCHIVE_STORAGE_CLASSES[0],
             rendition_base_url=reader.parse("RENDITION_BASE_URL", "", _base_url),
+            cdn_distribution_id=reader.parse("CDN_DISTRIBUTION_ID", "", _distribution_id),
         )
+        if settings.cdn_distribution_id and not settings.rendition_base_url:
+            reader.problems.append(
+                "CDN_DISTRIBUTION_ID invalidates the URLs RENDITION_BASE_URL hands out: "
+                "set RENDITION_BASE_URL to that distribution's https:// origin too"
+            )
         if settings.archive_storage_class not in ARCHIVE_STORAGE_CLASSES:
             reader.problems.append(
                 f"ARCHIVE_STORAGE_CLASS={settings.archive_storage_class!r} must be one of "
@@ -345,6 +352,16 @@ def _base_url(text: str) -> str:
             "like https://d111111abcdef8.cloudfront.net (no query or fragment)"
         )
     return text.rstrip("/")
+
+
+def _distribution_id(text: str) -> str:
+    """``CDN_DISTRIBUTION_ID``: a CloudFront distribution ID, like E2QWRUHAPOMQZL."""
+    if text and not re.fullmatch(r"[A-Z0-9]{13,14}", text):
+        raise ValueError(
+            f"{text!r} is not a CloudFront distribution ID (13 or 14 upper-case letters "
+            "and digits, like E2QWRUHAPOMQZL: the Id, not the domain or the ARN)"
+        )
+    return text
 
 
 def _formats(text: str) -> tuple[str, ...]:

@@ -336,7 +336,16 @@ def _prune(
 ) -> None:
     """Remove what no source justifies any more: records (and their renditions)
     of sources that are gone, then renditions no record lists (removed names,
-    an old output format, leftovers of lost events)."""
+    an old output format, leftovers of lost events). With
+    ``CDN_DISTRIBUTION_ID`` everything deleted is invalidated there at the
+    end, in as few requests as CloudFront takes (``chalicelib.cdn``)."""
+    with pipeline.invalidation_batch():
+        _prune_all(settings, options, pipeline, s3, summary)
+
+
+def _prune_all(
+    settings: Settings, options: Options, pipeline: Pipeline, s3: Any, summary: Summary
+) -> None:
     sources = {o["Key"] for o in list_objects(s3, settings.source_bucket, options.prefix)}
     for status in Status:
         after = None
@@ -360,6 +369,7 @@ def _prune(
     names = {spec.name for spec in settings.renditions}
     now = datetime.now(UTC)
     doomed: list[str] = []
+    etags: dict[str, str] = {}
     for obj in list_objects(s3, settings.dest_bucket, settings.rendition_prefix):
         rendition = obj["Key"]
         folder, _, rest = rendition[len(settings.rendition_prefix) :].partition("/")
@@ -370,6 +380,7 @@ def _prune(
                      for c in candidate_sources(folder, rest))  # fmt: skip
         if name not in names or not listed:
             doomed.append(rendition)
+            etags[rendition] = str(obj["ETag"]).strip('"')
     if options.dry_run:
         summary.actions += [f"would delete {k}" for k in doomed]
         return
@@ -377,6 +388,10 @@ def _prune(
 
     S3Storage(s3).delete(settings.dest_bucket, doomed)
     summary.pruned += len(doomed)
+    if pipeline.cdn is not None:
+        # The URL a listing gave for each, while a record still listed it.
+        paths = [pipeline.cdn.path(k, etags[k]) for k in doomed]
+        pipeline.cdn.request(paths, [f"prune|{p}" for p in paths])
 
 
 def candidate_sources(folder: str, rest: str) -> list[str]:

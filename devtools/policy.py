@@ -197,7 +197,19 @@ def _object_created(s: Settings, t: Target) -> list[Statement]:
 
 
 def _object_removed(s: Settings, t: Target) -> list[Statement]:
-    return [*_handler(s, t, creates=False), _failure_destination(t)]
+    return [*_handler(s, t, creates=False), *_invalidations(s, t), _failure_destination(t)]
+
+
+def _invalidations(s: Settings, t: Target) -> list[Statement]:
+    """With ``CDN_DISTRIBUTION_ID``, a removal invalidates the deleted
+    renditions there (``chalicelib.cdn``): only the functions that handle
+    removals, only that distribution (CloudFront ARNs name no region)."""
+    if not s.cdn_distribution_id:
+        return []
+    distribution = f"arn:aws:cloudfront::{t.account}:distribution/{s.cdn_distribution_id}"
+    return [
+        _statement("InvalidateDeletedRenditions", ["cloudfront:CreateInvalidation"], [distribution])
+    ]
 
 
 def _failure_destination(t: Target) -> Statement:
@@ -223,7 +235,7 @@ def _queued_events(s: Settings, t: Target) -> list[Statement]:
         ],
         [queue],
     )
-    return [*_handler(s, t, creates=True), consume]
+    return [*_handler(s, t, creates=True), *_invalidations(s, t), consume]
 
 
 def _extract_metadata(s: Settings, t: Target) -> list[Statement]:

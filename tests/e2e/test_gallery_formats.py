@@ -1,8 +1,9 @@
 """Modern formats in the gallery, in headless Chromium against ``manage.py dev``
 with ``FORMATS=avif,webp``.
 
-Each thumbnail is a ``<picture>`` with a ``<source>`` per alternate, and
-Chromium takes the AVIF one; the record's BlurHash is painted on a canvas (its
+Each thumbnail is a ``<picture>`` with a ``<source>`` per alternate format,
+its srcset that format's renditions by width, and Chromium takes the AVIF one
+of the smallest rendition that covers the card; the record's BlurHash is painted on a canvas (its
 colour behind it) the moment the card is in the page, before the thumbnail can
 have loaded, and the canvas goes when it has; the strict CSP reports nothing.
 
@@ -84,6 +85,7 @@ return [...document.querySelectorAll('#grid a.card')].map((a) => {
   return {
     key: a.querySelector('.name').title,
     currentSrc: img.currentSrc, complete: img.complete, naturalWidth: img.naturalWidth,
+    cssWidth: img.getBoundingClientRect().width, srcset: img.srcset,
     pending: img.matches('.pending'), canvases: a.querySelectorAll('canvas').length,
     sources: [...a.querySelectorAll('picture > source')].map((s) => [s.type, s.srcset]),
     order: [...a.querySelector('picture').children].map((c) => c.tagName.toLowerCase()),
@@ -187,15 +189,28 @@ def test_gallery_prefers_avif_and_paints_placeholders(tmp_path: Path) -> None:
 
             for key, record in records.items():
                 thumb = record["renditions"]["thumb"]
-                avif, webp = thumb["alternates"]
-                shown = page_records[key]["renditions"]["thumb"]
                 card = cards[key]
-                # Sources in the record's order, before the <img>; Chromium takes AVIF.
+                # Renditions by width (all fit-inside: one shape), smallest first.
+                ordered = sorted(
+                    page_records[key]["renditions"].items(), key=lambda item: item[1]["width"]
+                )
+
+                def srcset(pick: Any, ordered: Any = ordered) -> str:
+                    return ", ".join(f"{pick(r)} {r['width']}w" for _, r in ordered)
+
+                # Sources in the record's order, before the <img>, each with its
+                # format's srcset; the <img> has the renditions themselves.
                 assert card["order"] == ["source", "source", "img"]
                 assert card["sources"] == [
-                    ["image/avif", shown["alternates"][0]["url"]],
-                    ["image/webp", shown["alternates"][1]["url"]],
+                    ["image/avif", srcset(lambda r: r["alternates"][0]["url"])],
+                    ["image/webp", srcset(lambda r: r["alternates"][1]["url"])],
                 ]
+                assert card["srcset"] == srcset(lambda r: r["url"])
+                # Chromium takes AVIF, of the smallest rendition as wide as the card.
+                name, shown = next(
+                    ((n, r) for n, r in ordered if r["width"] >= card["cssWidth"]), ordered[-1]
+                )
+                avif, webp = record["renditions"][name]["alternates"]
                 assert card["currentSrc"] == shown["alternates"][0]["url"]
                 assert urlsplit(card["currentSrc"]).path == "/local-renditions/" + quote(
                     avif["key"]

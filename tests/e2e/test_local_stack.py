@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,12 +43,14 @@ class LocalStack:
     process: subprocess.Popen[bytes]
 
     @classmethod
-    def launch(cls, log: Any, settings: Mapping[str, str] | None = None) -> LocalStack:
-        """``manage.py dev`` on free ports, in its own process group, without
-        any AWS settings of the caller's environment. ``settings`` (e.g.
-        ``FORMATS``) reach the app through that environment: ``manage.py dev``
-        lays the stage's ``config.json`` variables over it, so only those the
-        stage leaves unset take effect."""
+    def launch(
+        cls, log: Any, settings: Mapping[str, str] | None = None, project: Path = PROJECT
+    ) -> LocalStack:
+        """``manage.py dev`` of ``project`` on free ports, in its own process
+        group, without any AWS settings of the caller's environment.
+        ``settings`` (e.g. ``FORMATS``) reach the app through that environment:
+        ``manage.py dev`` lays the stage's ``config.json`` variables over it, so
+        only those the stage leaves unset take effect."""
         aws_port, api_port = free_port(), free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         # Where the stack says it runs: the test's own, not a developer's.
@@ -56,10 +58,30 @@ class LocalStack:
         process = subprocess.Popen(
             [sys.executable, "manage.py", "dev", "--aws-port", str(aws_port),
              "--api-port", str(api_port)],
-            cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=project, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**env, **(settings or {})},
         )  # fmt: skip
         return cls(f"http://127.0.0.1:{api_port}/", f"http://127.0.0.1:{aws_port}", process)
+
+    def wait_started(self, log: Path) -> None:
+        """Until ``log`` (its output) says it serves; raises with that output if
+        it ends or takes over ``TIMEOUT`` seconds first."""
+        deadline = time.monotonic() + TIMEOUT
+        while b"Ctrl-C stops everything" not in log.read_bytes():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(log.read_text(errors="replace"))
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Stopped as Ctrl-C in a terminal would (SIGINT to its process group),
+        killed if it has not ended 30 s later."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
 
     @property
     def ports(self) -> tuple[int, int]:
@@ -95,8 +117,12 @@ def browser_or_skip() -> tuple[str, str]:
     pytest.skip(message)
 
 
-def chromium(tmp_path: Path) -> Any:
-    """Headless Chromium through Debian's chromedriver, its console kept for ``get_log``."""
+def launch_chromium(
+    profile: Path, window: tuple[int, int] = (1280, 900), logs: Sequence[str] = ("browser",)
+) -> Any:
+    """Headless Chromium through Debian's chromedriver, with its profile (and
+    cache) in ``profile``; the ``logs`` named (``browser``: the console,
+    ``performance``: DevTools events) kept for ``get_log``."""
     binary, driver = browser_or_skip()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -106,11 +132,16 @@ def chromium(tmp_path: Path) -> Any:
     for flag in (
         "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--window-size=1280,900", f"--user-data-dir={tmp_path / 'chromium'}",
+        "--window-size={},{}".format(*window), f"--user-data-dir={profile}",
     ):  # fmt: skip
         options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    options.set_capability("goog:loggingPrefs", dict.fromkeys(logs, "ALL"))
     return webdriver.Chrome(options=options, service=Service(executable_path=driver))
+
+
+def chromium(tmp_path: Path) -> Any:
+    """Headless Chromium, its console kept for ``get_log``."""
+    return launch_chromium(tmp_path / "chromium")
 
 
 def console_errors(browser: Any) -> list[dict[str, Any]]:
@@ -129,20 +160,10 @@ def running_stack(
     process = stack.process
     aws_port, api_port = stack.ports
     try:
-        deadline = time.monotonic() + TIMEOUT
-        while b"Ctrl-C stops everything" not in (tmp_path / "dev.log").read_bytes():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError((tmp_path / "dev.log").read_text(errors="replace"))
-            time.sleep(0.2)
+        stack.wait_started(tmp_path / "dev.log")
         yield stack  # an exception in the block is raised here: the finally still stops it
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stack.stop()
         log.close()
     output = (tmp_path / "dev.log").read_text(errors="replace")
     assert process.returncode == 0, output

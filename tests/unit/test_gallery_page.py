@@ -219,15 +219,89 @@ def test_thumbnails_are_pictures_with_a_source_per_alternate(page: Page, script:
     assert found["detail-picture"][0] == "picture"
     tags = [tag for tag, _ in page.tags]
     assert tags[tags.index("picture") + 1] == "img"
-    # The cards build theirs: <source type srcset> per alternate, then the <img>,
-    # whose src is set last, once the sources are in place.
-    assert "el('source', { type, srcset: srcsetUrl(url) })" in script
-    assert "el('picture', {}, ...sources(small), img)" in script
-    assert "els.picture.replaceChildren(...sources(largest), els.preview);" in script
+    # The cards build theirs: <source type sizes srcset> per alternate format, then
+    # the <img>, whose loading is decided first and whose srcset and src are set
+    # last, once the sources are in place: the browser chooses once.
+    assert "el('source', { type, sizes })" in script
+    assert "source.srcset = srcsetOf(items);" in script
+    assert "el('picture', {}, ...sources(set, CARD_SIZES), img)" in script
+    assert "els.picture.replaceChildren(...(shown ? sources([shown], '') : []), els.preview);" in (
+        script
+    )
     body = script.split("function thumbnail(", 1)[1].split("\n}\n", 1)[0]
-    assert body.index("el('picture'") < body.index("img.src = src;")
+    assert body.index("loading: eager ? 'eager' : 'lazy'") < body.index("img.srcset =")
+    assert body.index("el('picture'") < body.index("img.sizes = CARD_SIZES;")
+    assert body.index("img.sizes = CARD_SIZES;") < body.index("img.srcset = srcsetOf(set);")
+    assert body.index("img.srcset = srcsetOf(set);") < body.index("img.src = safeUrl(small.url);")
+    assert "decoding: 'async'" in body
+    assert "img.fetchPriority = 'high'" in body
     detail = script.split("function renderDetail(", 1)[1].split("\n}\n", 1)[0]
     assert detail.index("els.picture.replaceChildren(") < detail.index("src });")
+
+
+def grid_rules(style: str) -> tuple[int, dict[str, int], dict[str, int]]:
+    """(the narrow layout's max-width, its #grid numbers, the wide #grid's) from the CSS."""
+
+    def numbers(block: str) -> dict[str, int]:
+        found = {
+            "min": re.search(r"minmax\((\d+)px, 1fr\)", block),
+            "gap": re.search(r"\bgap: (\d+)px", block),
+            "pad": re.search(r"\bpadding: (\d+)px", block),
+        }
+        return {k: int(m[1]) for k, m in found.items() if m}
+
+    wide, narrow = re.findall(r"#grid \{([^}]*)\}", style)
+    media = re.search(r"@media \(max-width: (\d+)px\) \{[^@]*#grid \{", style)
+    assert media, "the narrow layout's media query"
+    cap = re.search(r"max-width: (\d+)px", wide)
+    assert cap
+    return int(media[1]), numbers(narrow), {**numbers(wide), "max": int(cap[1])}
+
+
+def card_sizes(narrow_max: int, narrow: dict[str, int], wide: dict[str, int]) -> list[str]:
+    """The cards' widths by viewport, from the grid's rules: n columns of
+    minmax(MIN, 1fr) with GAP between and PAD around, n the most that fit."""
+
+    def calc(n: int, gap: int, pad: int) -> str:
+        if n == 1:
+            return f"calc(100vw - {2 * pad}px)"
+        return f"calc((100vw - {2 * pad + (n - 1) * gap}px) / {n})"
+
+    sizes = []
+    for low, high, rules in ((0, narrow_max, narrow), (narrow_max + 1, wide["max"] - 1, wide)):
+        minimum, gap, pad = rules["min"], rules["gap"], rules["pad"]
+        n = 1
+        while True:
+            widest = (n + 1) * (minimum + gap) - gap + 2 * pad - 1  # the last with n columns
+            if widest >= low:
+                sizes.append(f"(max-width: {min(widest, high)}px) {calc(n, gap, pad)}")
+            if widest >= high:
+                break
+            n += 1
+    inner = wide["max"] - 2 * wide["pad"]
+    n = (inner + wide["gap"]) // (wide["min"] + wide["gap"])
+    sizes.append(f"{(inner - (n - 1) * wide['gap']) / n:g}px")
+    return sizes
+
+
+def test_card_sizes_follow_the_grid(page: Page, script: str) -> None:
+    """``sizes`` tells the browser how wide a card is before layout: it must
+    say what the #grid rules make, or cards take a rendition too small or
+    too large."""
+    declared = re.search(r"const CARD_SIZES = \[(.*?)\]\.join\(', '\);", script, re.DOTALL)
+    assert declared
+    listed = re.findall(r"'([^']*)'", declared[1])
+    expected = card_sizes(*grid_rules(page.blocks["style"][0]))
+    assert listed == expected
+    # Spot checks by hand: 4 columns at 1000 px, 6 of 230 px at 1500 px and more.
+    assert "(max-width: 1103px) calc((100vw - 88px) / 4)" in listed
+    assert listed[-1] == "230px"
+
+
+def test_the_scrollbar_moves_nothing(page: Page) -> None:
+    # A page that grows past the window gets a scrollbar; its room is kept from
+    # the start, so the header does not shift (layout shift, CLS) when it comes.
+    assert re.search(r"html \{[^}]*scrollbar-gutter: stable", page.blocks["style"][0])
 
 
 def test_the_placeholder_goes_when_the_thumbnail_loads(script: str) -> None:
@@ -267,17 +341,27 @@ def decoder_source(script: str) -> str:
     return section.split("/* ---------- grid ---------- */", 1)[0]
 
 
-def run_in_node(script: str, calls: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
+def node_results(
+    runner: str, code: str, calls: list[tuple[str, list[Any]]], covered_by: str
+) -> list[Any]:
+    """What ``runner`` prints, run in Node.js with ``code`` and ``calls`` on its
+    stdin; skipped without Node.js (``covered_by`` says which test still runs)."""
     node = shutil.which("node")
     if node is None:
-        pytest.skip("Node.js is not installed: the browser test covers the decoder")
+        pytest.skip(f"Node.js is not installed: {covered_by}")
     done = subprocess.run(
-        [node, "-e", NODE_RUNNER],
-        input=json.dumps({"code": decoder_source(script), "calls": calls}),
+        [node, "-e", runner],
+        input=json.dumps({"code": code, "calls": calls}),
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
-    results: list[dict[str, Any]] = json.loads(done.stdout)
+    results: list[Any] = json.loads(done.stdout)
     return results
+
+
+def run_in_node(script: str, calls: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
+    return node_results(
+        NODE_RUNNER, decoder_source(script), calls, "the browser test covers the decoder"
+    )
 
 
 def reference_rgba(hash_: str, width: int, height: int) -> list[int]:
@@ -338,3 +422,111 @@ def test_placeholder_size_follows_the_aspect_ratio(script: str) -> None:
         [32, 24], [24, 32], [32, 32], [32, 1], [1, 32], [32, 24], [32, 24],
         [32, 24], [32, 24], [32, 1],
     ]  # fmt: skip
+
+
+# ---------- which renditions a picture offers, in Node.js ----------
+
+RESPONSIVE_RUNNER = """
+const vm = require('vm');
+const input = JSON.parse(require('fs').readFileSync(0, 'utf8'));
+const context = { URL, location: { href: 'http://gallery.test/' } };
+const page = vm.runInNewContext(
+  input.code + '\\n;({ sameShape, srcsetOf, cardSet, wholePicture })', context);
+const names = (list) => list.map((r) => r.name);
+const out = input.calls.map(([name, args]) => {
+  const result = page[name](...args);
+  if (name === 'cardSet') return names(result);
+  if (name === 'wholePicture') return result && result.name;
+  return result;
+});
+process.stdout.write(JSON.stringify(out));
+"""
+
+
+def responsive_source(script: str) -> str:
+    """The responsive section, after the helpers it calls (safeUrl, renditionList)."""
+    wanted = []
+    for name in ("function safeUrl(", "const area = ", "function renditionList("):
+        start = script.index(name)
+        ending = "\n}\n" if name.startswith("function") else "\n"
+        wanted.append(script[start : script.index(ending, start) + len(ending)])
+    section = script.split("/* ---------- responsive images ---------- */", 1)[1]
+    return "\n".join([*wanted, section.split("/* ---------- placeholder (BlurHash)", 1)[0]])
+
+
+def run_responsive(script: str, calls: list[tuple[str, list[Any]]]) -> list[Any]:
+    return node_results(
+        RESPONSIVE_RUNNER,
+        responsive_source(script),
+        calls,
+        "the browser test covers the renditions chosen",
+    )
+
+
+def rendition(width: int, height: int) -> dict[str, Any]:
+    url = f"https://cdn.test/{width}x{height}.jpg"
+    return {"width": width, "height": height, "url": url, "size_bytes": width * height // 8}
+
+
+def record(width: int, height: int, **renditions: dict[str, Any]) -> dict[str, Any]:
+    return {"width": width, "height": height, "renditions": renditions}
+
+
+def test_srcsets_mix_only_renditions_of_one_shape(script: str) -> None:
+    # Fit-inside renditions of 4000x3000 and of an odd 4001x2999 (rounded
+    # sizes) share the source's shape; a square crop and a stretch do not.
+    default = record(4000, 3000, thumb=rendition(256, 192), medium=rendition(800, 600),
+                     large=rendition(1600, 1200))  # fmt: skip
+    odd = record(4001, 2999, thumb=rendition(256, 192), medium=rendition(800, 600),
+                 large=rendition(1600, 1199))  # fmt: skip
+    cropped = record(4000, 3000, thumb=rendition(256, 256), medium=rendition(800, 600),
+                     large=rendition(1600, 1200))  # fmt: skip
+    crops = record(4000, 3000, small=rendition(128, 128), thumb=rendition(256, 256),
+                   wide=rendition(512, 256), large=rendition(1600, 1200))  # fmt: skip
+    # A crop larger than any fit-inside rendition, and a record of crops only.
+    big_crop = record(3000, 4000, cover=rendition(2000, 2000), large=rendition(1200, 1600))
+    only_crops = record(4000, 3000, thumb=rendition(256, 256), square=rendition(1024, 1024))
+    calls: list[tuple[str, list[Any]]] = [
+        ("sameShape", [default["renditions"]["thumb"], default]),
+        ("sameShape", [odd["renditions"]["large"], odd]),
+        ("sameShape", [odd["renditions"]["thumb"], odd["renditions"]["large"]]),
+        ("sameShape", [cropped["renditions"]["thumb"], cropped]),
+        ("sameShape", [rendition(256, 256), rendition(300, 200)]),
+        ("sameShape", [{"width": 256}, default]),
+        ("sameShape", [{"width": "256", "height": "192"}, default]),
+        ("cardSet", [default]), ("cardSet", [odd]), ("cardSet", [cropped]),
+        ("cardSet", [crops]), ("cardSet", [{"renditions": {}}]),
+        ("wholePicture", [default]), ("wholePicture", [cropped]),
+        ("wholePicture", [big_crop]), ("wholePicture", [only_crops]),
+        ("wholePicture", [{"renditions": {}}]),
+    ]  # fmt: skip
+    assert run_responsive(script, calls) == [
+        True, True, True, False, False, False, False,
+        ["thumb", "medium", "large"], ["thumb", "medium", "large"], ["thumb"],
+        ["small", "thumb"], [],
+        "large", "large", "large", "square", None,
+    ]  # fmt: skip
+
+
+def test_srcset_candidates(script: str) -> None:
+    a, b = "https://cdn.test/a.avif?v=1", "https://cdn.test/b.avif?v=2"
+    calls: list[tuple[str, list[Any]]] = [
+        ("srcsetOf", [[{"width": 256, "url": a}, {"width": 800, "url": b}]]),
+        # One candidate: the bare URL, its own pixels at 1x.
+        ("srcsetOf", [[{"width": 256, "url": a}]]),
+        # One per width; unusable URLs and widths are left out.
+        ("srcsetOf", [[{"width": 256, "url": a}, {"width": 256, "url": b},
+                       {"width": 800, "url": "javascript:alert(1)"}, {"width": 0, "url": b},
+                       {"width": "800", "url": b}, {"width": 1600, "url": b}]]),
+        # Commas that end a URL would end the candidate: encoded.
+        ("srcsetOf", [[{"width": 256, "url": "https://cdn.test/x,,"},
+                       {"width": 512, "url": "https://cdn.test/a b"}]]),
+        ("srcsetOf", [[]]),
+    ]  # fmt: skip
+    assert run_responsive(script, calls) == [
+        f"{a} 256w, {b} 800w",
+        a,
+        f"{a} 256w, {b} 1600w",
+        "https://cdn.test/x%2C%2C 256w, https://cdn.test/a%20b 512w",
+        "",
+    ]

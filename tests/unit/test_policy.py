@@ -260,6 +260,38 @@ def test_exact_arns_where_region_and_account_are_known() -> None:
     )  # fmt: skip
 
 
+CDN = {"RENDITION_BASE_URL": "https://d111111abcdef8.cloudfront.net"}
+INVALIDATING = CDN | {"CDN_DISTRIBUTION_ID": "E2QWRUHAPOMQZL"}
+
+
+@pytest.mark.parametrize(
+    ("env", "removers"),
+    [(DIRECT, ["handle_object_removed"]), (QUEUED, ["handle_queued_events"])],
+    ids=["direct", "sqs"],
+)
+def test_only_the_removal_handlers_invalidate_and_only_at_the_stages_distribution(
+    env: dict[str, str], removers: list[str]
+) -> None:
+    """With CDN_DISTRIBUTION_ID a deletion invalidates the deleted renditions'
+    URLs (``chalicelib.cdn``): the function that handles removals may do that
+    at that one distribution, and it gains nothing else; without the setting,
+    a base URL alone, no function may invalidate anything."""
+    target = Target("image-pipeline", "prod", "eu-west-1", "111122223333")
+    distribution = "arn:aws:cloudfront::111122223333:distribution/E2QWRUHAPOMQZL"
+
+    def actions(function: str, extra: dict[str, str]) -> dict[str, list[str]]:
+        return granted(policy_for(function, Settings.from_env(env | extra), target))
+
+    holders = {}
+    for function in FUNCTIONS:
+        with_it, without = actions(function, INVALIDATING), actions(function, CDN)
+        assert "cloudfront:CreateInvalidation" not in without
+        if "cloudfront:CreateInvalidation" in with_it:
+            holders[function] = with_it.pop("cloudfront:CreateInvalidation")
+        assert with_it == without  # nothing else changes
+    assert holders == {f: [distribution] for f in removers}
+
+
 EVERYTHING = {
     "SOURCE_BUCKET": "in", "DEST_BUCKET": "out", "DB_BACKEND": "mysql", "DB_HOST": "db",
     "DB_USER": "u", "DB_NAME": "n", "DB_SECRET_ARN": SECRET, "SNS_TOPIC_ARN": SNS_TOPIC,
@@ -269,7 +301,9 @@ EVERYTHING = {
 
 @pytest.mark.parametrize("vpc", [False, True])
 @pytest.mark.parametrize(
-    "env", [EVERYTHING, EVERYTHING | {"EVENTS_QUEUE": "q"}, DIRECT, QUEUED], ids=str
+    "env",
+    [EVERYTHING, EVERYTHING | {"EVENTS_QUEUE": "q"}, DIRECT, QUEUED, QUEUED | INVALIDATING],
+    ids=str,
 )
 def test_no_wildcard_actions_and_star_resources_only_for_vpc_networking(
     env: dict[str, str], vpc: bool

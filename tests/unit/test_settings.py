@@ -251,3 +251,46 @@ def test_format_settings_change_the_fingerprint(change: dict[str, str]) -> None:
     assert Settings.from_env(MINIMAL | {"FORMATS": "webp,avif"} | change).fingerprint != (
         base.fingerprint
     )
+
+
+def test_presigned_urls_live_at_most_the_seven_days_s3_allows() -> None:
+    assert Settings.from_env(MINIMAL | {"URL_EXPIRES": "604800"}).url_expires == 604_800
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(MINIMAL | {"URL_EXPIRES": "604801"})
+    assert raised.value.problems == ["URL_EXPIRES=604801 must be between 1 and 604800"]
+
+
+CDN = {"RENDITION_BASE_URL": "https://d111111abcdef8.cloudfront.net"}
+
+
+def test_the_cdn_settings_are_off_by_default_and_taken_as_given() -> None:
+    s = Settings.from_env(MINIMAL)
+    assert (s.rendition_base_url, s.cdn_distribution_id) == ("", "")
+    s = Settings.from_env(MINIMAL | CDN | {"CDN_DISTRIBUTION_ID": "E2QWRUHAPOMQZL"})
+    assert (s.rendition_base_url, s.cdn_distribution_id) == (
+        "https://d111111abcdef8.cloudfront.net",
+        "E2QWRUHAPOMQZL",
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        # the domain, the ARN, lower case: not the distribution's Id
+        (CDN | {"CDN_DISTRIBUTION_ID": "d111111abcdef8.cloudfront.net"}, "not a CloudFront"),
+        (
+            CDN | {"CDN_DISTRIBUTION_ID": "arn:aws:cloudfront::1:distribution/E2QWRUHAPOMQZL"},
+            "the Id, not the domain or the ARN",
+        ),
+        (CDN | {"CDN_DISTRIBUTION_ID": "e2qwruhapomqzl"}, "not a CloudFront distribution ID"),
+        # invalidating URLs the API never hands out is a mistake
+        ({"CDN_DISTRIBUTION_ID": "E2QWRUHAPOMQZL"}, "set RENDITION_BASE_URL"),
+    ],
+)
+def test_a_distribution_id_is_an_id_and_goes_with_a_base_url(
+    env: dict[str, str], says: str
+) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(MINIMAL | env)
+    [problem] = raised.value.problems
+    assert "CDN_DISTRIBUTION_ID" in problem and says in problem
