@@ -69,11 +69,11 @@ KEY_LAYOUT = 2
 # fingerprint: 2 added ``placeholder`` (and ``alternates``), so that
 # ``backfill --only-missing`` gives older records theirs.
 RECORD_VERSION = 2
-# Defaults measured in bench/formats.py (bench/results/formats.md): the
-# lowest qualities whose alternates are at least as close to the source
-# (SSIM) as the JPEG rendition at JPEG_QUALITY=85.
-DEFAULT_AVIF_QUALITY = 74
-DEFAULT_WEBP_QUALITY = 87
+# Defaults measured in bench/formats.py (bench/results/formats.md) on eight
+# photographs: the lowest qualities at which, per rendition size, the
+# alternates' mean SSIM is at least the JPEG renditions' at JPEG_QUALITY=85.
+DEFAULT_AVIF_QUALITY = 68
+DEFAULT_WEBP_QUALITY = 84
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,14 @@ from PIL import Image
 from .modes import icc_fits
 
 PNG_COMPRESS_LEVEL = 6
-# Measured in bench/formats.py (bench/results/formats.md): method 0 is the
-# smallest WebP within the handler's time budget (4-6 save a few percent at
-# 3-9x the time); AVIF speed 9 (10 writes the same bytes) takes ~100 ms for the
-# three 12 MP renditions where 8 takes ~400 ms for 1-2 % fewer bytes. One
-# thread per AVIF encode: the encodes already run two at a time.
-WEBP_METHOD = 0
+# Measured in bench/formats.py (bench/results/formats.md) on eight
+# photographs: WebP method 2 writes 0.77x the JPEG's bytes where method 0
+# writes 0.93x, for a few milliseconds more; 3-6 save up to 6 % more at 2-8x
+# the time. AVIF speed 9 (10 writes the same bytes): 0.68x; speed 8 reaches
+# 0.59x but takes 2.5-3.5x as long, beyond the handler's budget of 3x the
+# time without alternates. One thread per AVIF encode: the encodes already
+# run two at a time.
+WEBP_METHOD = 2
 AVIF_SPEED = 9
 AVIF_THREADS = 1
 # Baseline Huffman tables, sequential, 4:2:0 chroma. Measured on the 1600 px
