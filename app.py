@@ -12,12 +12,14 @@ A bare ``import app`` never fails on a missing setting; the Chalice CLI does
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from chalice import (
@@ -37,6 +39,10 @@ from chalicelib import api, events, settings, web
 app: Chalice = web.ThreadLocalChalice(app_name="image-pipeline")
 app.log.setLevel(logging.INFO)
 logging.getLogger("image_pipeline").setLevel(logging.INFO)
+# botocore logs at INFO where it found the credentials and each client's
+# endpoint; ``chalice local`` sets the root logger to INFO, so without this
+# every process of the local stack would print them among the events' lines.
+logging.getLogger("botocore").setLevel(logging.WARNING)
 
 
 def _startup_settings() -> settings.Settings | None:
@@ -53,29 +59,64 @@ def _startup_settings() -> settings.Settings | None:
 SETTINGS = _startup_settings()
 
 
+@contextlib.contextmanager
+def _long_lived() -> Iterator[None]:
+    """Around building what the process keeps (importing boto3, loading its
+    models, making the clients): some hundreds of thousands of objects that
+    live as long as the process, and no garbage to speak of. The cycle
+    collector would walk them some hundred times meanwhile, and again in
+    every later full collection: about 20 ms of a cold start. It is paused
+    while they are made (unless paused already), and what exists then is
+    frozen (``gc.freeze``: left out of later collections; objects are still
+    freed when their last reference goes)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
 @functools.cache
 def _pipeline() -> Any:
-    from chalicelib.factory import build_pipeline
+    with _long_lived():
+        from chalicelib.factory import build_pipeline
 
-    return build_pipeline(settings.load())
+        return build_pipeline(settings.load())
 
 
 @functools.cache
 def _api() -> api.ImagesApi:
-    from chalicelib.factory import build_api
+    with _long_lived():
+        from chalicelib.factory import build_api
 
-    return build_api(settings.load())
+        return build_api(settings.load())
 
 
 # -- S3 and SQS events ----------------------------------------------------------
 def _handle_s3(event: S3Event) -> list[str]:
     _remember_request(event)
     deadline = _deadline(getattr(event, "context", None))
-    pipeline = _pipeline()
     # S3Event.key is decoded already; parse the raw record so keys are decoded once.
-    parsed = events.parse_notification(event.to_dict())
+    parsed = list(events.parse_notification(event.to_dict()))
+    _start_imaging(events.sources(parsed, settings.load()))
+    pipeline = _pipeline()
     with pipeline.invalidation_batch():  # one CDN invalidation for the notification
         return [pipeline.handle(e, deadline).value for e in parsed]
+
+
+def _start_imaging(sources: int) -> None:
+    """Start the imaging workers that ``sources`` uploads need, before the
+    pipeline is built: on a cold start each loads its engine in its own
+    process while this one imports boto3 and makes its clients, rather than
+    after. An invocation that decodes nothing (removals, renditions, folders)
+    starts none."""
+    if sources:
+        from chalicelib.sandbox import isolated_imaging
+
+        isolated_imaging().start(sources)
 
 
 def _deadline(context: Any) -> float | None:
@@ -112,6 +153,7 @@ def handle_queued_events(event: SQSEvent) -> list[str]:
     messages = [
         Message(r.body, r.receipt_handle, r.to_dict().get("eventSourceARN", "")) for r in event
     ]
+    _start_imaging(_queued_sources([m.body for m in messages], settings.load()))
     pipeline = _pipeline()
     context = getattr(event, "context", None)
     deadline = _deadline(context)
@@ -125,6 +167,17 @@ def handle_queued_events(event: SQSEvent) -> list[str]:
         needed=source_seconds(pipeline.settings.processing_timeout),
         concurrency=batch_concurrency(pipeline.imaging),
     )
+
+
+def _queued_sources(bodies: list[str], config: settings.Settings) -> int:
+    """How many of the messages have an upload to decode (one worker each at
+    most: a message's events are handled in turn)."""
+    found = 0
+    for body in bodies:
+        with contextlib.suppress(Exception):  # an unreadable body is process_batch's to report
+            if events.sources(events.parse_body(body), config):
+                found += 1
+    return found
 
 
 @functools.cache
@@ -165,7 +218,10 @@ if SETTINGS is not None and SETTINGS.db_backend == "mysql":
 @app.lambda_function(name="extract_metadata")
 def extract_metadata(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The child function: ``{"bucket", "key", "etag"?}`` -> the metadata dict."""
-    from chalicelib.factory import isolated_imaging, s3_client
+    from chalicelib.sandbox import isolated_imaging
+
+    _start_imaging(1)  # loading while the client is made
+    from chalicelib.factory import s3_client
     from chalicelib.metadata_function import extract
     from chalicelib.storage import S3Storage
 
@@ -235,9 +291,10 @@ def create_upload() -> dict[str, Any]:
 
 @functools.cache
 def _uploads() -> Any:
-    from chalicelib.factory import build_uploads
+    with _long_lived():
+        from chalicelib.factory import build_uploads
 
-    return build_uploads(settings.load())
+        return build_uploads(settings.load())
 
 
 @app.route("/images", methods=["GET"], **_ROUTE)

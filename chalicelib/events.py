@@ -9,11 +9,15 @@ handlers pass ``event.to_dict()`` rather than ``event.key``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
+from chalicelib import keys
 from chalicelib.models import EventKind, ObjectEvent
+
+if TYPE_CHECKING:
+    from chalicelib.settings import Settings
 
 _CREATED = ("ObjectCreated:",)
 _REMOVED = ("ObjectRemoved:", "LifecycleExpiration:")
@@ -96,3 +100,26 @@ def _json_object(text: Any) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise MalformedEvent("message body is not a JSON object")
     return value
+
+
+def ignore_reason(event: ObjectEvent, settings: Settings) -> str | None:
+    """Why ``event`` is not for the pipeline of ``settings`` (another bucket,
+    a rendition, a suffix it does not handle), or None if it is."""
+    if event.bucket != settings.source_bucket:
+        return f"not the source bucket {settings.source_bucket}"
+    if event.key.startswith(settings.rendition_prefix):
+        return f"under RENDITION_PREFIX {settings.rendition_prefix}"
+    if not event.is_folder and not keys.has_suffix(event.key, settings.image_suffixes):
+        return "suffix not in IMAGE_SUFFIXES"
+    return None
+
+
+def sources(found: Iterable[ObjectEvent], settings: Settings) -> int:
+    """How many of the events are uploads the pipeline of ``settings`` may
+    decode (unless the stored state makes one stale or a duplicate): what an
+    invocation starts imaging workers for before it builds its pipeline."""
+    return sum(
+        1
+        for e in found
+        if e.kind is EventKind.CREATED and not e.is_folder and ignore_reason(e, settings) is None
+    )

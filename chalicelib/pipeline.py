@@ -18,7 +18,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from chalicelib import keys
+from chalicelib import events, keys
 from chalicelib.cdn import Invalidator
 from chalicelib.delivery import Decision, decide
 from chalicelib.imaging import ImageRejected, ImagingOptions
@@ -149,14 +149,7 @@ class Pipeline:
         return self._removed(event)
 
     def ignore_reason(self, event: ObjectEvent) -> str | None:
-        s = self.settings
-        if event.bucket != s.source_bucket:
-            return f"not the source bucket {s.source_bucket}"
-        if event.key.startswith(s.rendition_prefix):
-            return f"under RENDITION_PREFIX {s.rendition_prefix}"
-        if not event.is_folder and not keys.has_suffix(event.key, s.image_suffixes):
-            return "suffix not in IMAGE_SUFFIXES"
-        return None
+        return events.ignore_reason(event, self.settings)
 
     # -- uploads --------------------------------------------------------------
     def _created(self, event: ObjectEvent, deadline: float | None) -> Outcome:

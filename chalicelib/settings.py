@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from chalicelib.imaging.formats import OUTPUT_FORMATS
 from chalicelib.imaging.geometry import GeometryError, RenditionSpec, parse_renditions
-from chalicelib.imaging.model import ALTERNATE_FORMATS, ENGINES, GRAVITIES
+from chalicelib.imaging.model import ALTERNATE_FORMATS, ENGINES, GRAVITIES, default_engine
 
 T = TypeVar("T")
 
@@ -72,6 +72,7 @@ RECORD_VERSION = 2
 # Defaults measured in bench/formats.py (bench/results/formats.md) on eight
 # photographs: the lowest qualities at which, per rendition size, the
 # alternates' mean SSIM is at least the JPEG renditions' at JPEG_QUALITY=85.
+DEFAULT_ENGINE = default_engine()
 DEFAULT_AVIF_QUALITY = 68
 DEFAULT_WEBP_QUALITY = 84
 
@@ -93,7 +94,7 @@ class Settings:
     max_source_pixels: int = 50_000_000
     processing_timeout: int = 20
     strip_metadata: bool = True
-    image_engine: str = "pillow"
+    image_engine: str = DEFAULT_ENGINE
     db_backend: str = "dynamodb"
     ddb_table: str = ""
     db_host: str = ""
@@ -170,7 +171,7 @@ class Settings:
             max_source_pixels=reader.integer("MAX_SOURCE_PIXELS", 50_000_000, 1, 89_478_485),
             processing_timeout=reader.integer("PROCESSING_TIMEOUT", 20, 1, 900),
             strip_metadata=reader.boolean("STRIP_METADATA", True),
-            image_engine=reader.choice("IMAGE_ENGINE", ENGINES, "pillow"),
+            image_engine=reader.choice("IMAGE_ENGINE", ENGINES, DEFAULT_ENGINE),
             db_backend=backend,
             ddb_table=reader.text("DDB_TABLE", required=backend == "dynamodb"),
             db_host=reader.text("DB_HOST", required=backend == "mysql"),

@@ -12,6 +12,7 @@ join the stack (``backfill``, ``pump``) where it is (``devtools.running``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -26,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, ModuleType
-from typing import Any
+from typing import IO, Any
 
 import boto3
 
@@ -318,6 +319,75 @@ def prepare_database(settings: Settings, report: Callable[[str], None] = print) 
     )
 
 
+PROBE = "/images?limit=1"  # what tells that the API is up
+
+
+class ApiOutput:
+    """``chalice local``'s output, relayed to the terminal from a thread.
+
+    What it prints while the stack starts (``Serving on ...``, the access-log
+    line of the readiness probe) is held: the banner says where the API is.
+    It is shown after all if the API never answers (``release``). Once the
+    stack is stopping, what it prints (Ctrl-C reaches it too: click's
+    ``Aborted!``) is dropped. Between, every line passes, access log included.
+    """
+
+    def __init__(
+        self, source: IO[bytes] | None, sink: IO[bytes], stop: threading.Event | None = None
+    ) -> None:
+        self._sink = sink
+        self._lock = threading.Lock()
+        self._held: list[bytes] | None = []  # None once started
+        self._quiet = False
+        # Ctrl-C reaches chalice local as it reaches this process: the stack
+        # counts as stopping from the signal on, not from when the main loop sees it.
+        self._stop = stop or threading.Event()
+        # The probe's access-log line, written after its answer: it may come
+        # in after ``started``, and is dropped then too.
+        self._probe: bytes | None = None
+        if source is not None:
+            threading.Thread(target=self._pump, args=(source,), daemon=True).start()
+
+    def _pump(self, source: IO[bytes]) -> None:
+        for line in iter(source.readline, b""):
+            self.line(line)
+
+    def line(self, line: bytes) -> None:
+        with self._lock:
+            if self._quiet or self._stop.is_set():
+                return
+            if self._probe is not None and self._probe in line:
+                self._probe = None
+                return
+            if self._held is not None:
+                if len(self._held) < 200:  # bounded: a start prints a few lines
+                    self._held.append(line)
+                return
+            self._write(line)
+
+    def started(self, probe: str) -> None:
+        """The API answered ``probe`` (a path and query): what comes next is shown."""
+        with self._lock:
+            if not any(probe.encode() in line for line in self._held or []):
+                self._probe = f"GET {probe} ".encode()
+            self._held = None
+
+    def release(self) -> None:
+        with self._lock:
+            for line in self._held or []:
+                self._write(line)
+            self._held = None
+
+    def stopping(self) -> None:
+        with self._lock:
+            self._quiet = True
+
+    def _write(self, line: bytes) -> None:
+        with contextlib.suppress(OSError, ValueError):  # a closed terminal loses nothing else
+            self._sink.write(line)
+            self._sink.flush()
+
+
 def wait_for_http(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -376,11 +446,17 @@ def run(options: Options) -> int:
         api = lifeline.popen(
             [str(CHALICE), "local", "--stage", options.stage, "--host", options.host,
              "--port", str(options.api_port), "--no-autoreload"],
-            cwd=PROJECT_DIR,
+            cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )  # fmt: skip
+        relay = ApiOutput(api.stdout, sys.stdout.buffer, stop)
         try:
             api_url = f"http://{options.host}:{options.api_port}/"
-            wait_for_http(f"{api_url}images?limit=1")
+            try:
+                wait_for_http(f"{api_url}{PROBE.lstrip('/')}")
+            except RuntimeError:
+                relay.release()  # what chalice local said, to tell why
+                raise
+            relay.started(PROBE)
             client_env = {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
             if settings.db_backend == "mysql":
                 client_env["DB_NAME"] = settings.db_name
@@ -390,6 +466,7 @@ def run(options: Options) -> int:
                 stop.wait(0.5)
         finally:
             withdraw(os.getpid())
+            relay.stopping()
             pump.stopping.set()
             if api.poll() is None:
                 api.terminate()

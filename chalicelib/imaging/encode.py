@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from io import BytesIO
 from typing import Any
 
 from PIL import Image
 
-from .modes import icc_fits
+from .modes import WORKING_MODES, icc_fits
 
-PNG_COMPRESS_LEVEL = 6
+# Writes an 8-bit L, LA, RGB or RGBA image as PNG with the ICC profile and
+# EXIF given (both already chosen by ``encode``), and nothing else.
+PngWriter = Callable[[Image.Image, bytes | None, bytes | None], bytes]
+
+# PNG: zlib level 3 where Pillow's default is 6 (both with Pillow's Z_FILTERED
+# and adaptive row filters; the zlib-ng in Pillow's wheels). Measured on the
+# three default renditions (bench/results/png.md) of a 12 MP photo, a 12 MP
+# illustration and eight photographs: 0.90-1.10x level 6's bytes (worst
+# 1.098x, a photograph) in 0.27-0.53x its CPU time. Levels 1 and 2 write up
+# to 1.15x and 1.13x, level 4 up to 1.13x (1.08x with Z_DEFAULT_STRATEGY, for
+# more time). The whole call on the Pillow engine: 0.69-0.76x on the 12 MP
+# inputs, mostly Pillow's PNG decode and resize. Palette and 1-bit images
+# (never a rendition: those are L, LA, RGB or RGBA) keep level 6. ``png``,
+# the vips engine's writer (``vips.write_png``), takes the 8-bit modes.
+PNG_COMPRESS_LEVEL = 3
+PNG_PALETTE_LEVEL = 6
+PNG_FAST_MODES = frozenset({"L", "LA", "RGB", "RGBA", "I;16"})
+PNG_WRITER_MODES = WORKING_MODES
 # Measured in bench/formats.py (bench/results/formats.md) on eight
 # photographs: WebP method 2 writes 0.77x the JPEG's bytes where method 0
 # writes 0.93x, for a few milliseconds more; 3-6 save up to 6 % more at 2-8x
@@ -28,24 +46,38 @@ JPEG_PARAMS: dict[str, Any] = {"optimize": False, "progressive": False, "subsamp
 
 
 def encode(
-    img: Image.Image, fmt: str, quality: int, icc: bytes | None, exif: bytes | None
+    img: Image.Image,
+    fmt: str,
+    quality: int,
+    icc: bytes | None,
+    exif: bytes | None,
+    *,
+    png: PngWriter | None = None,
 ) -> bytes:
-    """``img`` written as ``fmt``.
+    """``img`` written as ``fmt``; a PNG of an 8-bit mode by ``png`` when given.
 
-    Every keyword is explicit: Pillow would otherwise fall back to what
-    ``img.info`` holds (the source's EXIF with GPS, say).
+    The ICC profile is embedded when it describes the pixels' colour space,
+    the EXIF whenever given, whichever encoder writes the file. Every keyword
+    is explicit: Pillow would otherwise fall back to what ``img.info`` holds
+    (the source's EXIF with GPS, say).
     """
     img = _for_format(img, fmt)
+    icc = icc if icc and icc_fits(icc, img.mode) else None
+    exif = exif or None
+    if fmt == "PNG" and png is not None and img.mode in PNG_WRITER_MODES:
+        return png(img, icc, exif)
     params: dict[str, Any] = {}
     if fmt == "JPEG":
         params.update(JPEG_PARAMS, quality=quality)
     elif fmt == "PNG":
-        params.update(compress_level=PNG_COMPRESS_LEVEL, optimize=False)
+        fast = img.mode in PNG_FAST_MODES
+        params.update(compress_level=PNG_COMPRESS_LEVEL if fast else PNG_PALETTE_LEVEL)
+        params["optimize"] = False
     elif fmt == "AVIF":
         params.update(quality=quality, speed=AVIF_SPEED, max_threads=AVIF_THREADS)
     else:
         params.update(quality=quality, method=WEBP_METHOD)
-    if icc and icc_fits(icc, img.mode):
+    if icc:
         params["icc_profile"] = icc
     if exif:
         params["exif"] = exif

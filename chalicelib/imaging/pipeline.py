@@ -7,13 +7,15 @@
 2. pixels: decode at reduced scale, orient (unless the decoder did), resize
    (the engine's part: ``IMAGE_ENGINE=pillow`` below, ``vips`` in ``vips.py``);
 3. encode every rendition and its alternates (``FORMATS``), in Pillow,
-   whichever engine made the pixels, so the encoder settings, ICC and EXIF
-   rules are the same for both; and the placeholder, from the pixels of an
-   uncropped rendition (no new decode).
+   whichever engine made the pixels, but for the PNG renditions of the
+   images libvips made, which libvips's own encoder writes (``png_writer``);
+   the ICC and EXIF rules (``encode``) are the same for both; and the
+   placeholder, from the pixels of an uncropped rendition (no new decode).
 """
 
 from __future__ import annotations
 
+import io
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -22,8 +24,9 @@ from typing import Any
 from PIL import Image
 
 from . import decode, resize
-from .encode import encode
+from .encode import PngWriter, encode
 from .formats import OUTPUT_CONTENT_TYPES, output_format, source_content_type
+from .geometry import parse_renditions
 from .metadata import exif_for_output, extract_metadata, orientation_of, read_exif
 from .model import EncodedAlternate, EncodedRendition, ImagingOptions, ProcessedImage
 from .modes import ALPHA_MODES, to_working_mode
@@ -72,7 +75,8 @@ def process_image(data: bytes, options: ImagingOptions) -> ProcessedImage:
     has_alpha = any(image.mode in ALPHA_MODES for image in pixels.images)
     out_format = output_format(options.output_format, header.format, has_alpha)
     exif_out = None if options.strip_metadata else exif_for_output(header.exif)
-    encoded = _encode_all(pixels.images, out_format, options, pixels.icc, exif_out)
+    png = png_writer(pixels.engine)
+    encoded = _encode_all(pixels.images, out_format, options, pixels.icc, exif_out, png)
     renditions = tuple(
         EncodedRendition(
             spec.name,
@@ -98,6 +102,22 @@ def process_image(data: bytes, options: ImagingOptions) -> ProcessedImage:
         pixels.engine,
         placeholder(placeholder_image(pixels.images, header.targets)),
     )
+
+
+def warm_up(engine: str) -> None:
+    """One tiny image through ``engine``, as a new imaging worker starts: the
+    vips engine's first image otherwise pays for loading libvips and setting
+    up its operations (about 20 ms of a 12 MP JPEG's time), which a worker
+    started ahead of its first file (``IsolatedImaging.start``) can spend
+    while its parent builds its clients. Best effort: a failure here is the
+    first real file's to report."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (90, 120, 150)).save(buffer, "JPEG")
+    try:
+        options = ImagingOptions(renditions=parse_renditions("thumb=32x32"), engine=engine)
+        process_image(buffer.getvalue(), options)
+    except Exception:  # noqa: S110  (nothing is lost: the worker serves on)
+        pass
 
 
 def alternate_formats(out_format: str, formats: tuple[str, ...]) -> tuple[str, ...]:
@@ -127,10 +147,12 @@ def _encode_all(
     options: ImagingOptions,
     icc: bytes | None,
     exif: bytes | None,
+    png: PngWriter | None = None,
 ) -> dict[tuple[int, str], bytes]:
-    """Every rendition in ``out_format`` and its alternates, by (index, format).
+    """Every rendition in ``out_format`` and its alternates, by (index, format);
+    PNGs by ``png`` when given (see ``encode``).
 
-    The encoders release the GIL (libjpeg, zlib, libwebp, libavif), so the
+    The encoders release the GIL (libjpeg, zlib, libwebp, libavif, libvips), so the
     encodes share ``ENCODERS`` threads, largest image first, so that the
     threads finish together.
     """
@@ -142,12 +164,23 @@ def _encode_all(
 
     def run(job: tuple[int, str]) -> bytes:
         i, fmt = job
-        return encode(images[i], fmt, quality_of(fmt, options), icc, exif)
+        return encode(images[i], fmt, quality_of(fmt, options), icc, exif, png=png)
 
     if len(jobs) == 1:
         return {jobs[0]: run(jobs[0])}
     futures = [(job, _encoders().submit(run, job)) for job in jobs]
     return {job: future.result() for job, future in futures}
+
+
+def png_writer(engine: str) -> PngWriter | None:
+    """The PNG encoder for the images ``engine`` made: libvips's for the vips
+    engine (pyvips is loaded already), Pillow's (None) otherwise, including
+    for every source the vips engine handed to Pillow."""
+    if engine == "vips":
+        from . import vips
+
+        return vips.write_png
+    return None
 
 
 def quality_of(fmt: str, options: ImagingOptions) -> int:

@@ -10,7 +10,10 @@ and tools that handle trusted files.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +33,7 @@ __all__ = [
     "PoolSizing",
     "WorkerLost",
     "WorkerPool",
+    "isolated_imaging",
     "pool_sizing",
     "source_seconds",
     "time_budget",
@@ -146,6 +150,17 @@ class IsolatedImaging:
         except (KeyError, TypeError, ValueError) as exc:
             raise WorkerLost(f"malformed answer from the imaging worker: {exc!r}") from None
 
+    def start(self, sources: int) -> None:
+        """Start workers for ``sources`` sources about to be decoded (up to the
+        pool's size, counting those started already), without waiting for
+        them to load: each loads its engine in its own process while the
+        caller builds its clients and reads the source. Best effort: a worker
+        that cannot start now is started, or its failure reported, by the
+        request that needs it."""
+        if sources > 0:
+            with contextlib.suppress(OSError, WorkerLost):
+                self.pool.start(sources)
+
     def close(self) -> None:
         self.pool.close()
 
@@ -181,6 +196,30 @@ class IsolatedImaging:
                 "it is damaged or crafted"
             )
         return "the imaging worker exited while decoding this file: it is damaged or crafted"
+
+
+_SHARED: dict[int, IsolatedImaging] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def isolated_imaging(workers: int | None = None) -> IsolatedImaging:
+    """The process's imaging workers, shared by every pipeline the process
+    builds: one pool per Lambda container, however often tests or tools build
+    pipelines. As many workers as ``pool_sizing`` says (the CPUs, and on
+    Lambda the function's memory), or ``workers``, each with its share of the
+    memory (``worker_memory_bytes``). A worker starts when the first source
+    needs it, or ahead of it (``IsolatedImaging.start``), so a function that
+    never decodes (the removal handler) starts none. Here rather than in
+    ``chalicelib.factory``, which imports boto3: a handler can start its
+    workers before it imports boto3 and builds its clients."""
+    if workers is None:
+        workers = pool_sizing().workers
+    with _SHARED_LOCK:
+        if workers not in _SHARED:
+            pool = WorkerPool(workers, worker_memory_bytes(workers))
+            atexit.register(pool.close)
+            _SHARED[workers] = IsolatedImaging(pool)
+        return _SHARED[workers]
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,10 @@ def main(argv: list[str] | None = None, imaging: Any = None) -> int:
     _die_with_parent()
     resource.setrlimit(resource.RLIMIT_DATA, (args.memory_bytes, args.memory_bytes))
     from chalicelib.imaging import pipeline  # Pillow and its plugins, once
+    from chalicelib.imaging.model import default_engine
 
+    if imaging is None:  # the engine this function's pipeline asks for, loaded now
+        pipeline.warm_up(os.environ.get("IMAGE_ENGINE") or default_engine())
     protocol.write_message(out, {"ready": True, "pid": os.getpid()})
     return serve(sys.stdin.buffer, out, pipeline if imaging is None else imaging)
 

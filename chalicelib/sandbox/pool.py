@@ -47,7 +47,10 @@ from chalicelib.sandbox import protocol
 STARTUP_SECONDS = 30.0
 # The environment a worker keeps: enough to find Python and its libraries,
 # never credentials (AWS_*, database passwords) nor Lambda's runtime API.
-_KEPT_ENVIRONMENT = ("PATH", "LD_LIBRARY_PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+# IMAGE_ENGINE: the engine a new worker warms up (``pipeline.warm_up``).
+_KEPT_ENVIRONMENT = (
+    "PATH", "LD_LIBRARY_PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "IMAGE_ENGINE",
+)  # fmt: skip
 _READ_CHUNK = 1 << 20
 
 
@@ -200,8 +203,9 @@ class Worker:
 class WorkerPool:
     """Up to ``size`` workers, each leased to one thread at a time.
 
-    ``start()`` starts them all at once, so that the first events do not
-    wait for them to load. A worker that overran or died is replaced at once.
+    A worker starts when a request first needs one, or ahead of it with
+    ``start()``, so that the first events do not wait for it to load. A worker
+    that overran or died is replaced at once.
     Workers are started from one thread of the pool's (see the module's
     docstring), with fork and exec, which is safe from a threaded process.
     """
@@ -225,12 +229,25 @@ class WorkerPool:
         self._changed = threading.Condition()
         self._spawner = _Spawner(memory_bytes, env, module)
 
-    def start(self) -> WorkerPool:
+    def start(self, count: int | None = None) -> WorkerPool:
+        """Start workers now, up to ``count`` (default and at most ``size``),
+        counting those started already. It returns once they are started, not
+        loaded: each loads its imaging code in its own process while the
+        caller goes on, and its first request waits until it is ready."""
+        wanted = self.size if count is None else min(count, self.size)
         with self._changed:
-            while self._count < self.size:
+            while self._count < wanted:
+                if self._closed:
+                    raise WorkerLost("the imaging worker pool is closed")
                 self._idle.append(self._spawn())
                 self._count += 1
         return self
+
+    @property
+    def started(self) -> int:
+        """Workers started and not yet known to have ended (idle or in use)."""
+        with self._changed:
+            return self._count
 
     def _spawn(self) -> Worker:
         """A new worker, started from the pool's spawner thread."""

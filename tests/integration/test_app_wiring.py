@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -144,3 +146,82 @@ def test_import_app_loads_nothing_a_path_may_not_use(engine: str) -> None:
     done = run_python(code, {"SOURCE_BUCKET": "b", "DDB_TABLE": "t", "IMAGE_ENGINE": engine})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+STARTED_WORKERS = """
+import json, sys
+import app
+from chalicelib.sandbox import isolated_imaging
+
+def deliver(handler, name, key):
+    record = {"eventSource": "aws:s3", "eventName": name, "eventTime": "2026-11-21T21:00:00Z",
+              "s3": {"bucket": {"name": "uploads"},
+                     "object": {"key": key, "size": 10, "eTag": "e", "sequencer": "0A"}}}
+    try:
+        outcome = handler({"Records": [record]}, None)
+    except Exception as exc:  # the stage's table does not exist
+        outcome = type(exc).__name__
+    return [outcome, isolated_imaging().pool.started, "boto3" in sys.modules]
+
+print(json.dumps([
+    deliver(app.handle_object_removed, "ObjectRemoved:Delete", "gone.jpg"),
+    deliver(app.handle_object_created, "ObjectCreated:Put", "resized/thumb/a.jpg"),
+    deliver(app.handle_object_created, "ObjectCreated:Put", "a.jpg"),
+]))
+"""
+
+
+def test_an_upload_starts_its_imaging_worker_before_the_pipeline_needs_it(aws: str) -> None:
+    """A fresh container: the removal handler and a rendition's event start no
+    worker; an upload starts one as the invocation begins, before its pipeline
+    reads anything (here its first read, of a table that does not exist, fails)."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    done = run_python(STARTED_WORKERS, env | BASE_ENV | {"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1769"})
+    assert done.returncode == 0, done.stderr
+    removed, rendition, upload = json.loads(done.stdout)
+    # The removal's pipeline was built (boto3 imported) and read the table.
+    assert removed == ["ResourceNotFoundException", 0, True]
+    assert rendition == [["ignored"], 0, True]
+    assert upload == ["ResourceNotFoundException", 1, True]
+
+
+def test_a_queued_batch_starts_a_worker_per_message_with_an_upload(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = load_app(BASE_ENV | {"EVENTS_QUEUE": "uploads-events"}, monkeypatch)
+
+    def body(*records: tuple[str, str]) -> str:
+        return json.dumps(
+            {
+                "Records": [
+                    {"eventSource": "aws:s3", "eventName": name,
+                     "s3": {"bucket": {"name": "uploads"}, "object": {"key": key}}}
+                    for name, key in records
+                ]
+            }
+        )  # fmt: skip
+
+    bodies = [
+        body(("ObjectCreated:Put", "a.jpg")),
+        body(("ObjectCreated:Put", "b.jpg"), ("ObjectCreated:Put", "c.png")),  # one at a time
+        body(("ObjectCreated:Put", "resized/thumb/a.jpg"), ("ObjectRemoved:Delete", "d.jpg")),
+        "not JSON",  # dropped by the batch, as before
+    ]
+    assert app._queued_sources(bodies, app.settings.load()) == 2
+
+
+@pytest.mark.parametrize("collecting", [True, False])
+def test_what_the_process_keeps_is_left_out_of_garbage_collection(collecting: bool) -> None:
+    """Building the pipeline (boto3, its models, the clients) freezes what it
+    made for the cycle collector, and leaves the collector as it found it."""
+    code = (
+        "import gc, app\n"
+        f"{'' if collecting else 'gc.disable()'}\n"
+        "frozen = gc.get_freeze_count()\n"
+        "app._pipeline()\n"
+        "print(gc.isenabled(), gc.get_freeze_count() - frozen > 10_000)"
+    )
+    env = BASE_ENV | {"AWS_DEFAULT_REGION": "us-east-1", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1769"}
+    done = run_python(code, env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(collecting), "True"]

@@ -118,6 +118,26 @@ def test_concurrent_callers_each_get_their_own_result() -> None:
     assert [r.renditions[0].width for r in results] == [64] * len(sizes)
 
 
+def test_workers_started_ahead_are_the_ones_asked_for_and_serve_the_first_files() -> None:
+    imaging = IsolatedImaging(WorkerPool(3, 256 << 20))
+    try:
+        assert imaging.pool.started == 0  # none until asked
+        imaging.start(1)
+        first = worker_pids(imaging.pool)
+        imaging.start(1)  # counted with those started already
+        assert len(first) == imaging.pool.started == 1
+        imaging.start(5)  # never more than the pool's size
+        assert imaging.pool.started == 3
+
+        assert imaging.process(jpeg(80, 60), OPTIONS, BUDGET).width == 80
+        assert set(first) <= set(worker_pids(imaging.pool))  # no worker started for the file
+        assert imaging.pool.started == 3
+    finally:
+        imaging.close()
+    imaging.start(1)  # a closed pool starts nothing, and says so only when asked for work
+    assert imaging.pool.started == 0
+
+
 def test_workers_hold_no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-leak")
     monkeypatch.setenv("DB_PASSWORD", "do-not-leak")

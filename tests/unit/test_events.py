@@ -5,8 +5,15 @@ from typing import Any
 
 import pytest
 
-from chalicelib.events import MalformedEvent, parse_body, parse_notification, parse_record
+from chalicelib.events import (
+    MalformedEvent,
+    parse_body,
+    parse_notification,
+    parse_record,
+    sources,
+)
 from chalicelib.models import EventKind
+from chalicelib.settings import Settings
 
 
 def record(key: str, name: str = "ObjectCreated:Put", **obj: Any) -> dict[str, Any]:
@@ -88,3 +95,25 @@ def test_malformed_bodies(body: str) -> None:
 def test_record_without_s3_part_is_malformed() -> None:
     with pytest.raises(MalformedEvent):
         list(parse_notification({"Records": [{"eventName": "ObjectCreated:Put"}]}))
+
+
+def test_only_uploads_the_pipeline_decodes_count_as_sources() -> None:
+    settings = Settings.from_env({"SOURCE_BUCKET": "src", "DDB_TABLE": "t"})
+    found = list(
+        parse_notification(
+            {
+                "Records": [
+                    record("a.jpg"),
+                    record("b/c.png", "ObjectCreated:CompleteMultipartUpload"),
+                    record("gone.jpg", "ObjectRemoved:Delete"),
+                    record("resized/thumb/a.jpg"),  # a rendition
+                    record("notes.txt"),
+                    record("folder/"),
+                    record("x.jpg") | {"s3": {"bucket": {"name": "other"}, "object": {"key": "x"}}},
+                ]
+            }
+        )
+    )
+    assert len(found) == 7
+    assert sources(found, settings) == 2
+    assert sources([], settings) == 0

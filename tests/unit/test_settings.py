@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 
+from chalicelib import settings as settings_module
 from chalicelib.settings import RDS_CA_BUNDLE, Settings, SettingsError, _tls_ca_problem
 from tests.support import layout_1_fingerprint
 
@@ -123,16 +125,26 @@ def test_events_queue_selects_sqs_mode() -> None:
     assert Settings.from_env(MINIMAL | {"EVENTS_QUEUE": "uploads"}).sqs_mode
 
 
-def test_vips_engine_is_chosen_by_image_engine() -> None:
-    assert Settings.from_env(MINIMAL).image_engine == "pillow"
-    assert Settings.from_env(MINIMAL | {"IMAGE_ENGINE": "vips"}).image_engine == "vips"
+def test_the_engine_is_vips_where_pyvips_is_installed_unless_image_engine_says() -> None:
+    assert importlib.util.find_spec("pyvips") is not None  # requirements.txt installs it
+    assert Settings.from_env(MINIMAL).image_engine == "vips"
+    assert Settings("src", "dest").image_engine == "vips"
+    assert Settings.from_env(MINIMAL | {"IMAGE_ENGINE": "pillow"}).image_engine == "pillow"
 
 
 def test_vips_engine_without_pyvips_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pyvips", None)  # what find_spec reports as not installed
     with pytest.raises(SettingsError, match=r"IMAGE_ENGINE=vips needs pyvips"):
         Settings.from_env(MINIMAL | {"IMAGE_ENGINE": "vips"})
-    assert Settings.from_env(MINIMAL).image_engine == "pillow"
+    spec = importlib.util.spec_from_file_location(
+        "settings_without_pyvips", settings_module.__file__
+    )
+    assert spec is not None and spec.loader is not None
+    without = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, without)
+    spec.loader.exec_module(without)  # the module as a process without pyvips imports it
+    assert without.DEFAULT_ENGINE == "pillow"
+    assert without.Settings.from_env(MINIMAL).image_engine == "pillow"
 
 
 MYSQL = MINIMAL | {"DB_BACKEND": "mysql", "DB_HOST": "db", "DB_USER": "u", "DB_NAME": "images"}
